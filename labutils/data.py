@@ -1,0 +1,205 @@
+"""Synthetic languages whose exact likelihood is known.
+
+A hidden Markov model (HMM) emits one token per step. Because the model is known,
+the best possible loss of *any* language model on its text — the entropy floor —
+can be computed exactly with the forward algorithm, so every loss in the course
+can be read as "how far above the floor".
+
+Left out on purpose: tokenisers, real text, anything that downloads. The only
+data in the course is generated here.
+
+    >>> lang = HMMLanguage.random(4, 8, seed=0)
+    >>> x = lang.sample(2, 16, seed=1)            # (2, 16) int64 tokens
+    >>> lang.nll(x, from_position=1) > 0          # nats per token, exact
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+_ROW_SUM_TOL = 1e-6  # rows must sum to 1 within this (issue contract)
+
+
+def _as_stochastic(name: str, value, ndim: int) -> np.ndarray:
+    """Validate one HMM argument and return it as float64; ValueError says what is wrong."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be an array of probabilities, got {type(value).__name__} ({err})") from None
+    if arr.ndim != ndim:
+        want = "a vector (S,)" if ndim == 1 else "a matrix"
+        raise ValueError(f"{name} must be {want} with {ndim} dimension(s), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    if np.any(arr < 0):
+        raise ValueError(f"{name} has negative entries (min {arr.min():.3g}); probabilities must be >= 0")
+    sums = arr.sum(axis=-1)
+    worst = np.max(np.abs(sums - 1.0))
+    if worst > _ROW_SUM_TOL:
+        what = "entries" if ndim == 1 else "rows"
+        raise ValueError(f"{name} {what} must sum to 1 within {_ROW_SUM_TOL:g}; worst is off by {worst:.3g}")
+    return arr
+
+
+def _as_tokens(tokens, vocab_size: int) -> torch.Tensor:
+    """Validate a batch of token ids (n, length) and return it as int64."""
+    if isinstance(tokens, np.ndarray):
+        tokens = torch.from_numpy(tokens)
+    if not isinstance(tokens, torch.Tensor):
+        raise ValueError(f"tokens must be a torch tensor or numpy array of ints, got {type(tokens).__name__}")
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
+        raise ValueError(f"tokens must hold integer ids, got dtype {tokens.dtype}")
+    if tokens.ndim == 1:
+        tokens = tokens[None, :]
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        raise ValueError(f"tokens must have shape (n_sequences, length) with length >= 1, got {tuple(tokens.shape)}")
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}), got range [{int(tokens.min())}, {int(tokens.max())}]")
+    return tokens.long()
+
+
+class HMMLanguage:
+    """A language from a hidden Markov model: S hidden states, V tokens.
+
+    initial (S,), transition (S, S) and emission (S, V) are row-stochastic.
+    Example: ``HMMLanguage([1.0], [[1.0]], [[0.5, 0.5]])`` is a fair coin (floor = ln 2).
+    """
+
+    def __init__(self, initial, transition, emission):
+        self.initial = _as_stochastic("initial", initial, 1)  # (S,)
+        self.transition = _as_stochastic("transition", transition, 2)  # (S, S)
+        self.emission = _as_stochastic("emission", emission, 2)  # (S, V)
+        S = self.initial.shape[0]
+        if self.transition.shape != (S, S):
+            raise ValueError(f"transition must have shape (S, S) = ({S}, {S}) to match initial, got {self.transition.shape}")
+        if self.emission.shape[0] != S:
+            raise ValueError(f"emission must have S = {S} rows to match initial, got shape {self.emission.shape}")
+
+    @classmethod
+    def random(cls, n_states: int, vocab_size: int, *, seed: int, concentration: float = 0.1) -> "HMMLanguage":
+        """Draw every row from a symmetric Dirichlet(concentration); small concentration = peaky rows.
+
+        Example: ``HMMLanguage.random(48, 64, seed=0, concentration=0.05)``.
+        """
+        for name, v in (("n_states", n_states), ("vocab_size", vocab_size)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not (isinstance(concentration, (int, float)) and np.isfinite(concentration) and concentration > 0):
+            raise ValueError(f"concentration must be a positive number, got {concentration!r}")
+        rng = np.random.default_rng(seed)
+
+        def rows(n, k):
+            r = rng.dirichlet(np.full(k, float(concentration)), size=n)
+            # Dirichlet draws with tiny concentration can underflow to exact zeros; keep rows valid.
+            r = np.maximum(r, 1e-12)
+            return r / r.sum(axis=1, keepdims=True)
+
+        return cls(rows(1, n_states)[0], rows(n_states, n_states), rows(n_states, vocab_size))
+
+    @property
+    def n_states(self) -> int:
+        return self.initial.shape[0]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.emission.shape[1]
+
+    def fingerprint(self) -> str:
+        """A short hash of the parameters: two languages with equal arrays share it (used in cache keys)."""
+        h = hashlib.sha256()
+        for arr in (self.initial, self.transition, self.emission):
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"HMMLanguage(n_states={self.n_states}, vocab_size={self.vocab_size}, fingerprint={self.fingerprint()})"
+
+    def sample(self, n_sequences: int, length: int, *, seed: int) -> torch.LongTensor:
+        """Sample token sequences, shape (n_sequences, length), deterministic given seed."""
+        if not isinstance(n_sequences, (int, np.integer)) or n_sequences < 1:
+            raise ValueError(f"n_sequences must be a positive int, got {n_sequences!r}")
+        if not isinstance(length, (int, np.integer)) or length < 1:
+            raise ValueError(f"length must be a positive int, got {length!r}")
+        rng = np.random.default_rng(seed)
+        init_cdf = np.cumsum(self.initial)
+        trans_cdf = np.cumsum(self.transition, axis=1)  # (S, S)
+        emit_cdf = np.cumsum(self.emission, axis=1)  # (S, V)
+        last_state, last_token = self.n_states - 1, self.vocab_size - 1
+        out = np.empty((n_sequences, length), dtype=np.int64)
+        u = rng.random((n_sequences, length, 2))  # one uniform for the state, one for the token
+        state = np.minimum(np.searchsorted(init_cdf, u[:, 0, 0], side="right"), last_state)
+        for t in range(length):
+            if t > 0:  # inverse-CDF draw of the next state from each sequence's row
+                state = np.minimum((trans_cdf[state] <= u[:, t, 0:1]).sum(axis=1), last_state)
+            out[:, t] = np.minimum((emit_cdf[state] <= u[:, t, 1:2]).sum(axis=1), last_token)
+        return torch.from_numpy(out)
+
+    def _forward(self, tokens: torch.Tensor):
+        """Scaled forward algorithm. Yields, per position t, (p(x_t | x_<t) for all v, filtered state posterior)."""
+        init = torch.from_numpy(self.initial)
+        A = torch.from_numpy(self.transition)
+        B = torch.from_numpy(self.emission)
+        n, T = tokens.shape
+        prior = init.expand(n, -1)  # (n, S): p(state_t | x_<t)
+        for t in range(T):
+            next_probs = prior @ B  # (n, V): p(x_t = v | x_<t)
+            joint = prior * B[:, tokens[:, t]].T  # (n, S): p(state_t, x_t | x_<t)
+            posterior = joint / joint.sum(dim=1, keepdim=True)  # normalising each step keeps it stable
+            yield next_probs, posterior
+            prior = posterior @ A
+
+    def nll(self, tokens, *, from_position: int = 0) -> float:
+        """Exact mean of -log p(x_t | x_<t) in nats over all sequences and positions t >= from_position.
+
+        A model that reads token 0 and predicts tokens 1… compares with ``from_position=1``:
+        that is the floor it can reach on the tokens it predicts.
+        """
+        tokens = _as_tokens(tokens, self.vocab_size)
+        T = tokens.shape[1]
+        if not isinstance(from_position, (int, np.integer)) or not 0 <= from_position < T:
+            raise ValueError(f"from_position must be an int in [0, {T}) for sequences of length {T}, got {from_position!r}")
+        total = torch.zeros((), dtype=torch.float64)
+        for t, (next_probs, _) in enumerate(self._forward(tokens)):
+            if t >= from_position:
+                p = next_probs.gather(1, tokens[:, t : t + 1])
+                total -= torch.log(p).sum()
+        return float(total) / (tokens.shape[0] * (T - from_position))
+
+    def next_token_probs(self, tokens) -> torch.Tensor:
+        """True next-token distributions, shape (n, length, V), float64.
+
+        ``probs[:, t]`` is p(x_t | x_<t): the distribution of token t given the tokens *before* it
+        (``probs[:, 0]`` is initial @ emission). A model's logits at position t predict token t+1,
+        so compare them with ``probs[:, t + 1]``. This is the oracle teacher of the distillation lab.
+        """
+        tokens = _as_tokens(tokens, self.vocab_size)
+        return torch.stack([p for p, _ in self._forward(tokens)], dim=1)
+
+    def stationary_entropy_rate(self, *, n_sequences: int = 2000, length: int = 256, seed: int = 12345) -> float:
+        """Monte-Carlo estimate of the entropy rate (nats/token) far from the sequence start."""
+        x = self.sample(n_sequences, length, seed=seed)
+        return self.nll(x, from_position=length // 2)
+
+
+# The course's default language. Chosen for the scaling lab: with 48 states, 64 tokens and
+# Dirichlet concentration 0.05, tiny transformers trained with 1e10–1e13 FLOPs stay well above
+# the floor and show IsoFLOP valleys (REFERENCE_FACTS §1, "measured here"; the smaller
+# 32-state/32-token/0.1 language is learnt to within ≈0.04 nats by 6e11 FLOPs — too easy).
+# The seed was fixed once and is never changed: cached runs and stored sweeps depend on it.
+DEFAULT_LANGUAGE = dict(n_states=48, vocab_size=64, seed=2024, concentration=0.05)
+DEFAULT_CONTEXT = 64  # sequence length the labs train on
+
+
+def default_language() -> HMMLanguage:
+    """The one language every notebook uses unless it says otherwise (see DEFAULT_LANGUAGE)."""
+    cfg = dict(DEFAULT_LANGUAGE)
+    return HMMLanguage.random(cfg.pop("n_states"), cfg.pop("vocab_size"), **cfg)

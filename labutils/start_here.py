@@ -1,0 +1,47 @@
+"""Checkers for 00_start_here: two warm-up exercises about cost.
+
+    >>> check_matmul_flops(lambda m, k, n: 2 * m * k * n)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from labutils.checks import Case, Exercise, run_cases
+
+NOTEBOOK = "00_start_here"
+EX_MATMUL_FLOPS = Exercise(NOTEBOOK, "0.1", "matmul_flops")
+EX_TENSOR_BYTES = Exercise(NOTEBOOK, "0.2", "tensor_bytes")
+
+_MATMUL_SHAPES = [(1, 1, 1), (2, 3, 4), (64, 128, 32), (1, 4096, 4096), (4096, 4096, 4096)]
+
+
+def matmul_flops_reference(m: int, k: int, n: int) -> int:
+    """(m, k) @ (k, n): each of the m·n outputs needs k multiplies and k adds."""
+    return 2 * m * k * n
+
+
+def check_matmul_flops(matmul_flops) -> None:
+    cases = [Case(f"m={m}, k={k}, n={n}", (m, k, n), matmul_flops_reference(m, k, n), unit="FLOPs", rtol=0, atol=0)
+             for m, k, n in _MATMUL_SHAPES]
+    run_cases(EX_MATMUL_FLOPS, matmul_flops, cases,
+                     hint="each output element is a dot product of length k: k multiplies and k adds",
+                     cost=lambda: f"a (4096 × 4096) @ (4096 × 4096) matmul is {matmul_flops_reference(4096, 4096, 4096):.3e} FLOPs")
+
+
+def tensor_bytes_reference(shape, dtype: torch.dtype) -> int:
+    """Bytes a dense tensor of this shape and dtype occupies."""
+    n = 1
+    for s in shape:
+        n *= s
+    return n * torch.empty((), dtype=dtype).element_size()
+
+
+def check_tensor_bytes(tensor_bytes) -> None:
+    specs = [((3,), torch.float32), ((2, 3), torch.float64), ((1024, 1024), torch.bfloat16),
+             ((8, 16, 64), torch.int8), ((), torch.float32), ((4, 0), torch.float16)]
+    cases = [Case(f"shape={tuple(s)}, dtype={str(d).replace('torch.', '')}", (s, d), tensor_bytes_reference(s, d),
+                  unit="bytes", rtol=0, atol=0) for s, d in specs]
+    run_cases(EX_TENSOR_BYTES, tensor_bytes, cases,
+                     hint="multiply the number of elements by the bytes per element "
+                          "(float32: 4, bfloat16: 2, int8: 1; torch.empty((), dtype=d).element_size() tells you)")
