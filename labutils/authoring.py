@@ -3,8 +3,8 @@
 solutions/NN_topic.ipynb is the single source. For each code cell, every region between
 ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes, at the same indentation::
 
-    raise NotImplementedError("Exercise 1.3: <what to write>")
     # YOUR CODE HERE (about N lines)
+    raise NotImplementedError("Exercise 1.3: <what to write>")
 
 The text after the BEGIN marker (``### BEGIN SOLUTION Exercise 1.3: fit the parabola``) becomes the
 message. Cells tagged ``solution-only`` are dropped; outputs and execution counts are cleared, and
@@ -73,8 +73,8 @@ def stub_source(source: str, *, where: str = "") -> str:
             if region is None:
                 raise AuthoringError(f"{where} line {lineno}: {END} without {BEGIN}")
             n_lines = sum(1 for r in region if r.strip() and not r.strip().startswith("#"))
-            out.append(f"{indent}raise NotImplementedError({message!r})")
             out.append(f"{indent}# YOUR CODE HERE (about {n_lines} line{'s' if n_lines != 1 else ''})")
+            out.append(f"{indent}raise NotImplementedError({message!r})")
             region = None
         elif region is not None:
             region.append(line)
