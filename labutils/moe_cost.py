@@ -1,0 +1,208 @@
+"""Lab 04: what a decode step costs under each layout — bytes, messages, an α–β + roofline latency
+model, memory per chip — with reference chips and links, and the lab's cost checkers.
+
+Communication: α per message + bytes ÷ β. Compute per layer on one rank: the roofline
+max(FLOPs ÷ peak, weight and KV bytes touched ÷ memory bandwidth) plus a fixed overhead (framework
+and kernel launches; 0 for the reference chips). At batch B only ≈ E·(1 − (1 − k/E)^B) of E
+experts are read (REFERENCE_FACTS §3). ``moe_serving`` re-exports everything public here.
+
+    >>> comm_per_step("pp", batch=64, d_model=256, n_layers=4, world_size=2, n_micro=2)
+    (66048, 3)
+    >>> step_latency("ep", H100_NVLINK, batch=64, **DEEPSEEK_LIKE)["total_s"]
+
+Left out on purpose: link contention and topology (every message sees the same α and β), overlap
+of communication with compute, attention FLOPs, and the cost of the all-to-all's own scheduling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from labutils.checks import Case, Exercise, run_cases
+
+EX_SPLITS = Exercise("04_moe_sharding", "3.1", "dispatch_splits")
+EX_COMM = Exercise("04_moe_sharding", "5.1", "comm_per_step")
+COUNT_BYTES = 8  # send counts and token ids travel as int64
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One chip and its link. Rates in FLOP/s and B/s; link_bw one way per chip; alpha_s per message."""
+
+    name: str
+    flops: float
+    mem_bw: float
+    link_bw: float
+    alpha_s: float
+    hbm_bytes: float = float("inf")
+    layer_s: float = 0.0  # fixed overhead per layer per rank (framework; fitted on CPU)
+    expert_s: float = 0.0  # fixed overhead per expert touched (the Python expert loop on CPU)
+
+
+# Chips: REFERENCE_FACTS §3 (vendors' tables, "How to Scale Your Model"); links: NVLink 900 GB/s bidi
+# = 450 GB/s one way per H100; InfiniBand 50 GB/s per GPU (DeepSeek-V3, arXiv 2412.19437); ICI
+# 9e10 B/s per link one way (TPU v5p). α = 1 µs per message: the book's rule that collectives are
+# latency-bound below ≈ W × 1 µs bytes (inference chapter). Defined here because labutils.roofline
+# (the shared chip table) did not exist when this lab was written.
+H100_NVLINK = Machine("H100 + NVLink", 989e12, 3.35e12, 450e9, 1e-6, 80e9)
+H100_INFINIBAND = Machine("H100 + InfiniBand", 989e12, 3.35e12, 50e9, 1e-6, 80e9)
+TPU_V5P_ICI = Machine("TPU v5p + ICI", 459e12, 2.77e12, 9e10, 1e-6, 95e9)
+REFERENCE_MACHINES = (H100_NVLINK, H100_INFINIBAND, TPU_V5P_ICI)
+# A DeepSeek-V3-sized MoE stack (arXiv 2412.19437): d_model 7168, 256 routed experts, top-8 (+1 shared
+# treated as routed, k = 9), 58 MoE layers; d_ff 2048 per expert (3 matrices, SwiGLU) matches its
+# 671B total / 37B active. Dense part per layer taken as 4·d_model² (attention projections, MHA-sized).
+DEEPSEEK_LIKE = dict(d_model=7168, d_ff=3 * 2048 // 2, n_experts=256, k=9, n_layers=58,
+                     dense_params=4 * 7168 ** 2, bytes_per_param=1, act_bytes=2)  # fp8 weights, bf16 activations
+
+
+# ----------------------------------------------------------------------------- counting
+
+def dispatch_splits(expert_index: torch.Tensor, dropped: torch.Tensor, n_experts: int, world_size: int) -> torch.Tensor:
+    """(P,) long: live assignments this rank sends to each rank (expert e lives on rank e // (E/P))."""
+    if n_experts % world_size:
+        raise ValueError(f"world_size ({world_size}) must divide n_experts ({n_experts})")
+    dest = expert_index[~dropped] // (n_experts // world_size)
+    return torch.bincount(dest, minlength=world_size)
+
+
+def comm_per_step(layout: str, *, batch: int, d_model: int, n_layers: int, world_size: int, k: int = 2,
+                  n_micro: int = 1, bytes_per_elem: int = 4, off_rank=None) -> tuple[int, int]:
+    """(bytes, messages) that all ranks together send in one decode step of this lab's code.
+
+    ep, per layer: three all-to-alls, each one message from every rank to each of the P−1 others —
+    send counts (int64), token rows (d_model + 1 values: the row and its expert id), expert outputs
+    (d_model values). Only assignments to another rank's experts leave a rank: ``off_rank`` of them
+    (a number per layer or a list; default the uniform-routing expectation batch·k·(P−1)/P).
+    pp: every stage boundary carries each of n_micro micro-batches once (batch·d_model values in
+    all), and the last stage returns batch int64 token ids to stage 0 (one message).
+    """
+    P = world_size
+    if layout == "ep":
+        offs = off_rank if isinstance(off_rank, (list, tuple)) else [batch * k * (P - 1) / P if off_rank is None else off_rank] * n_layers
+        rows = sum(offs)
+        nbytes = n_layers * P * (P - 1) * COUNT_BYTES + rows * (2 * d_model + 1) * bytes_per_elem
+        return (int(round(nbytes)) if off_rank is not None else nbytes), 3 * n_layers * P * (P - 1)
+    if layout == "pp":
+        return (P - 1) * batch * d_model * bytes_per_elem + batch * COUNT_BYTES, (P - 1) * n_micro + 1
+    raise ValueError(f"layout must be 'ep' or 'pp', got {layout!r}")
+
+
+def experts_touched(n_experts: float, k: int, tokens: float) -> float:
+    """Expected distinct experts hit by ``tokens`` tokens choosing k of n_experts: E·(1 − (1 − k/E)^tokens)."""
+    return n_experts * (1.0 - (1.0 - k / n_experts) ** tokens)
+
+
+# ----------------------------------------------------------------------------- latency
+
+def _layer_compute(m: Machine, tokens, assignments, touched, *, d_model, d_ff, dense_params, bpp, kv_bytes):
+    flops = 2 * tokens * dense_params + 2 * assignments * 2 * d_model * d_ff
+    nbytes = (dense_params + touched * 2 * d_model * d_ff) * bpp + tokens * kv_bytes
+    return max(flops / m.flops, nbytes / m.mem_bw) + m.layer_s + touched * m.expert_s
+
+
+def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int, n_experts: int, k: int,
+                 n_layers: int, world_size: int, n_micro: int = 1, dense_params: int | None = None,
+                 bytes_per_param: int = 4, act_bytes: int = 4, kv_bytes: float = 0.0, tokens_per_seq: int = 1) -> dict:
+    """Modelled latency (s) of one step: decode (tokens_per_seq = 1) or prefill (the prompt length).
+
+    dense_params: replicated non-expert weights per layer (default d_model² + d_model·E, the lab's
+    CPU stack); kv_bytes: KV-cache bytes read per token per layer. Returns compute_s, comm_s, total_s.
+    """
+    P, L, E = world_size, n_layers, n_experts
+    if layout == "ep" and E % P or layout == "pp" and L % P:
+        raise ValueError(f"world_size {P} must divide {'n_experts' if layout == 'ep' else 'n_layers'}")
+    dense = d_model * d_model + d_model * E if dense_params is None else dense_params
+    kw = dict(d_model=d_model, d_ff=d_ff, dense_params=dense, bpp=bytes_per_param, kv_bytes=kv_bytes)
+    T = batch * tokens_per_seq  # tokens in the step
+    beta = m.link_bw
+    if layout == "ep":
+        t = T / P
+        compute = L * _layer_compute(m, t, T * k / P, experts_touched(E, k, T) / P, **kw)
+        rows = t * k * (P - 1) / P
+        comm = L * (3 * (P - 1) * m.alpha_s + ((P - 1) * COUNT_BYTES + rows * (2 * d_model + 1) * act_bytes) / beta)
+        return dict(compute_s=compute, comm_s=comm, total_s=compute + comm)
+    if layout == "pp":
+        b = T / n_micro
+        stage = (L // P) * _layer_compute(m, b, b * k, experts_touched(E, k, b), **kw)
+        hop = m.alpha_s + b * d_model * act_bytes / beta
+        loop = m.alpha_s + batch * COUNT_BYTES / beta
+        total = P * stage + (P - 1) * hop + (n_micro - 1) * max(stage, hop) + loop
+        compute = (P + n_micro - 1) * stage
+        return dict(compute_s=compute, comm_s=total - compute, total_s=total)
+    raise ValueError(f"layout must be 'ep' or 'pp', got {layout!r}")
+
+
+def fit_machine(points, *, name="this CPU", **shape) -> Machine:
+    """Fit flops, mem_bw, layer_s, expert_s, alpha_s, link_bw to measured (layout, batch, n_micro, P, seconds)
+    points by least squares on log latency; ``shape`` holds the model's d_model, d_ff, n_experts, k, n_layers."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    x0 = np.log([5e10, 1e10, 1e-4, 3e-5, 3e-5, 1e9])
+
+    def machine(z):
+        f, w, ls, es, a, bw = np.exp(z)
+        return Machine(name, f, w, bw, a, layer_s=ls, expert_s=es)
+
+    def resid(z):
+        mm = machine(z)
+        return [math.log(step_latency(lay, mm, batch=B, n_micro=nm, world_size=P, **shape)["total_s"] / s)
+                for lay, B, nm, P, s in points]
+
+    return machine(least_squares(resid, x0, bounds=(np.log(1e-12), np.log(1e16))).x)
+
+
+def memory_per_chip(layout: str, *, dense_params: float, expert_params: float, world_size: int,
+                    bytes_per_param: float = 2) -> float:
+    """Weight bytes on one chip. ep: every non-expert weight replicated + 1/P of the experts;
+    pp: 1/P of everything (whole layers). Parameters are model totals."""
+    if layout == "ep":
+        return (dense_params + expert_params / world_size) * bytes_per_param
+    if layout == "pp":
+        return (dense_params + expert_params) / world_size * bytes_per_param
+    raise ValueError(f"layout must be 'ep' or 'pp', got {layout!r}")
+
+
+def crossover_batch(m: Machine, *, batches=tuple(2 ** i for i in range(13)), **kw):
+    """Smallest batch in ``batches`` at which ep is faster than pp (None if never)."""
+    for B in batches:
+        if step_latency("ep", m, batch=B, **kw)["total_s"] < step_latency("pp", m, batch=B, n_micro=min(B, kw.get("world_size", 1)), **kw)["total_s"]:
+            return B
+    return None
+
+
+# ----------------------------------------------------------------------------- checkers
+
+def check_dispatch_splits(fn) -> None:
+    g = torch.Generator().manual_seed(7)
+    cases = [Case("4 experts on 2 ranks", (torch.tensor([[0, 3], [1, 2], [3, 2]]), torch.zeros(3, 2, dtype=torch.bool), 4, 2),
+                  torch.tensor([2, 4])),
+             Case("dropped assignments stay home", (torch.tensor([[0, 3], [1, 2]]), torch.tensor([[False, True], [True, False]]), 4, 2),
+                  torch.tensor([1, 1]), hint="a dropped assignment is not sent anywhere: skip it")]
+    for T, E, k, P in [(16, 8, 2, 2), (40, 8, 2, 4), (7, 16, 4, 8)]:
+        idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
+        drop = torch.rand(T, k, generator=g) < 0.2
+        cases.append(Case(f"T={T}, E={E}, k={k}, P={P}", (idx, drop, E, P), dispatch_splits(idx, drop, E, P)))
+    idx, drop, E, P = cases[-2].args
+    n = dispatch_splits(idx, drop, E, P)
+    run_cases(EX_SPLITS, fn, cases, atol=0, rtol=0, hint="expert e lives on rank e // (n_experts // world_size); count live assignments per rank",
+              cost=lambda: f"in the P=4 case rank 0 keeps {int(n[0])} rows and sends {int(n[1:].sum())} rows "
+                           f"({int(n[1:].sum()) * 257 * 4:,} bytes at d_model 256 fp32, plus the expert id) in 3 messages")
+
+
+def check_comm_per_step(fn) -> None:
+    specs = [("pp", 1, 256, 4, 2, 1), ("pp", 64, 256, 4, 2, 2), ("pp", 64, 256, 8, 4, 8),
+             ("ep", 1, 256, 4, 2, 1), ("ep", 64, 256, 4, 2, 1), ("ep", 64, 1024, 8, 4, 1)]
+    cases = []
+    for lay, B, d, L, P, nm in specs:
+        kw = dict(batch=B, d_model=d, n_layers=L, world_size=P, k=2, n_micro=nm)
+        cases.append(Case(f"{lay}, B={B}, d_model={d}, L={L}, P={P}, n_micro={nm}", (lay,), comm_per_step(lay, **kw),
+                          kwargs=kw, rtol=1e-9, atol=1e-6))
+    ep, pp = (comm_per_step(lay, batch=64, d_model=256, n_layers=4, world_size=2, n_micro=2) for lay in ("ep", "pp"))
+    run_cases(EX_COMM, fn, cases, hint="return (bytes, messages) summed over all ranks; ep: three all-to-alls per layer, "
+                                       "each with P·(P−1) messages; pp: n_micro messages per stage boundary plus one for the tokens",
+              cost=lambda: f"B=64, d_model 256, 4 layers, P=2: ep {ep[0] / 64:,.0f} bytes and {ep[1] / 64:.2f} messages per token; "
+                           f"pp {pp[0] / 64:,.0f} bytes and {pp[1] / 64:.2f} messages per token")
