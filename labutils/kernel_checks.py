@@ -1,0 +1,182 @@
+"""Checkers for 03_kernel_intuition. Each runs seeded cases against an independent reference (closed
+forms, the simulator's traffic formula, torch's softmax and scaled_dot_product_attention) and prints
+the cost (FLOPs, words moved) beside the verdict.
+
+    >>> from labutils.roofline import matmul_intensity
+    >>> check_matmul_intensity(matmul_intensity)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from labutils.checks import Case, Exercise, run_cases
+from labutils.fastmem import FastMemory, best_tile_size, flash_attention_sim, standard_attention_sim, tiled_matmul_traffic
+from labutils.kernels import merge_softmax_stats
+from labutils.roofline import H100_SXM, matmul_intensity
+
+NOTEBOOK = "03_kernel_intuition"
+EX_MATMUL_AI = Exercise(NOTEBOOK, "3.1", "matmul_intensity")
+EX_DECODE_AI = Exercise(NOTEBOOK, "3.2", "decode_attention_intensity")
+EX_TILED = Exercise(NOTEBOOK, "3.3", "tiled_matmul")
+EX_TILE_SIZE = Exercise(NOTEBOOK, "3.4", "best_tile_size")
+EX_MERGE = Exercise(NOTEBOOK, "3.5", "merge_softmax_stats")
+EX_ONLINE = Exercise(NOTEBOOK, "3.6", "online_softmax")
+EX_FLASH = Exercise(NOTEBOOK, "3.7", "flash_attention")
+
+
+def check_matmul_intensity(fn) -> None:
+    shapes = [(1, 1, 1, 4), (1, 4096, 4096, 2), (64, 4096, 4096, 2), (4096, 4096, 4096, 2), (8, 512, 2048, 4), (300, 8192, 8192, 2)]
+    cases = [Case(f"m={m}, k={k}, n={n}, {b} B/element", (m, k, n, b), matmul_intensity(m, k, n, b), unit="FLOP/B")
+             for m, k, n, b in shapes]
+    run_cases(EX_MATMUL_AI, fn, cases, rtol=1e-9,
+              hint="FLOPs = 2·m·k·n; bytes = bytes_per_element · (m·k + k·n + m·n): read A and B, write C once",
+              cost=lambda: (f"a bf16 decode GEMV (m=1) does {matmul_intensity(1, 4096, 4096, 2):.2f} FLOP/B; "
+                            f"H100's ridge is {H100_SXM.ridge:.0f} FLOP/B, so it runs at "
+                            f"≈{100 * matmul_intensity(1, 4096, 4096, 2) / H100_SXM.ridge:.1f}% of peak at best"))
+
+
+def decode_attention_intensity_reference(context_length: int, head_dim: int, bytes_per_element: float,
+                                         queries_per_kv_head: int = 1) -> float:
+    """One decode step of one KV head: g query rows attend over T cached keys and values.
+    FLOPs 4·g·T·d (q·kᵀ and p·v); bytes: read K and V (2·T·d), read q and write o (2·g·d)."""
+    T, d, g = context_length, head_dim, queries_per_kv_head
+    return 4 * g * T * d / (bytes_per_element * (2 * T * d + 2 * g * d))
+
+
+def check_decode_attention_intensity(fn) -> None:
+    specs = [(1, 64, 2, 1), (4096, 128, 2, 1), (32768, 128, 2, 1), (1000, 64, 4, 1), (4096, 128, 2, 8), (8192, 128, 1, 4)]
+    cases = [Case(f"T={T}, d={d}, {b} B/element, {g} query head(s) per KV head", (T, d, b), decode_attention_intensity_reference(T, d, b, g),
+                  kwargs={} if g == 1 else dict(queries_per_kv_head=g), unit="FLOP/B") for T, d, b, g in specs]
+    run_cases(EX_DECODE_AI, fn, cases, rtol=1e-9,
+              hint="FLOPs: g query rows each do 2·T·d for q·kᵀ and 2·T·d for p·v; bytes: K and V are T·d each, "
+                   "q and the output are g·d each — all times bytes_per_element",
+              cost=lambda: (f"at T=4096, d=128 in bf16 the intensity is {decode_attention_intensity_reference(4096, 128, 2):.2f} "
+                            f"FLOP/B (≈1): memory-bound on every chip; grouped-query attention with 8 query heads per KV head "
+                            f"raises it to {decode_attention_intensity_reference(4096, 128, 2, 8):.1f}"))
+
+
+def _tiled_cases():
+    rng = np.random.default_rng(3)
+    shapes = [(4, 4, 4, 2), (8, 8, 8, 4), (12, 8, 16, 4), (10, 7, 9, 3), (5, 5, 5, 8), (1, 6, 1, 2)]
+    return [Case(f"({m}×{k}) @ ({k}×{n}), tile={b}, M=3·{b}²", (rng.standard_normal((m, k)), rng.standard_normal((k, n)), b))
+            for m, k, n, b in shapes]
+
+
+def check_tiled_matmul(fn) -> None:
+    def run(A, B, tile):
+        mem = FastMemory(3 * tile * tile)
+        C = fn(mem, A, B, tile)
+        return dict(C=C, reads=mem.reads, writes=mem.writes)
+
+    def verdict(got, case):
+        A, B, tile = case.args
+        (m, k), n = A.shape, B.shape[1]
+        why = _compare_array(got["C"], A @ B, rtol=1e-9, atol=1e-9)
+        if why:
+            return f"the product is wrong: {why}"
+        want = tiled_matmul_traffic(m, k, n, tile)
+        if (got["reads"], got["writes"]) != (want["reads"], want["writes"]):
+            return (f"right product, but it moved {got['reads']:,} words in and {got['writes']:,} out; the tiled loop moves "
+                    f"{want['reads']:,} in (m·k·⌈n/b⌉ + k·n·⌈m/b⌉) and {want['writes']:,} out (each C element once)")
+        return None
+
+    run_cases(EX_TILED, run, _tiled_cases(), check=verdict,
+              hint="for each (i, j) block of C: alloc an accumulator, loop p over k loading one A block and one B block, "
+                   "add a @ b, free them; then store the accumulator once and free it",
+              cost=lambda: (f"64×64×64 with M=3·8²: naive moves {2 * 64**3 + 64**2:,} words, tiled "
+                            f"{sum(tiled_matmul_traffic(64, 64, 64, 8).values()):,} (the reads shrink by the tile size)"))
+
+
+def check_best_tile_size(fn) -> None:
+    caps = [3, 12, 13, 48, 100, 3 * 64 * 64, 49152, 10**6]
+    cases = [Case(f"M={M:,} words", (M,), best_tile_size(M), rtol=0, atol=0) for M in caps]
+    run_cases(EX_TILE_SIZE, fn, cases,
+              hint="three tile×tile blocks must fit (one of A, one of B, the accumulator): the largest b with 3·b² <= M; "
+                   "reads fall as 1/b, so take the largest (math.isqrt helps)",
+              cost=lambda: (f"M = 49,152 words → tile {best_tile_size(49152)}: a 4096³ matmul then reads "
+                           f"{tiled_matmul_traffic(4096, 4096, 4096, best_tile_size(49152))['reads']:.2e} words instead of the naive "
+                           f"{2 * 4096**3:.2e}"))
+
+
+def check_merge_softmax_stats(fn) -> None:
+    def stats(x):
+        x = np.asarray(x, dtype=np.float64)
+        m = x.max()
+        return (m, np.exp(x - m).sum()) if np.isfinite(m) else (m, 0.0)
+
+    rng = np.random.default_rng(5)
+    parts = [([1.0], [2.0]), ([0.5, -3.0], [10.0, 9.0, 8.0]), (rng.standard_normal(5) * 50, rng.standard_normal(7) * 50),
+             ([1000.0, 999.0], [-1000.0]), ([-np.inf], [0.25, 3.0]), ([4.0], [-np.inf, -np.inf])]
+    cases = []
+    for a, b in parts:
+        full = np.concatenate([np.asarray(a, float), np.asarray(b, float)])
+        cases.append(Case(f"stats of {np.round(np.asarray(a, float), 2).tolist()} + {np.round(np.asarray(b, float), 2).tolist()}",
+                          (stats(a), stats(b)), tuple(float(v) for v in stats(full))))
+    run_cases(EX_MERGE, fn, cases, rtol=1e-9, atol=1e-12,
+              hint="m = max(m_a, m_b); each sum was taken relative to its own max, so rescale: "
+                   "d = d_a·exp(m_a − m) + d_b·exp(m_b − m). A side with m = −inf has d = 0 and contributes nothing",
+              cost=lambda: "one merge is 2 exp and 3 multiply-adds, whatever the block sizes")
+
+
+def check_online_softmax(fn) -> None:
+    rng = np.random.default_rng(7)
+    masked = rng.standard_normal((3, 20))
+    masked[:, 13:] = -np.inf  # causal-style masking: the tail of each row is -inf
+    specs = [("4 rows of 10, block 3", rng.standard_normal((4, 10)), 3),
+             ("large magnitudes (±1000), block 4", rng.standard_normal((2, 17)) * 1000, 4),
+             ("masked tail of -inf, block 5 (a whole block is -inf)", masked, 5),
+             ("n = 1", rng.standard_normal((3, 1)), 4),
+             ("block larger than the row", rng.standard_normal((2, 6)), 64),
+             ("3-D input (2, 3, 33), block 8", rng.standard_normal((2, 3, 33)), 8)]
+    cases = [Case(name, (x,), torch.softmax(torch.from_numpy(x), dim=-1).numpy(), kwargs=dict(block_size=bs))
+             for name, x, bs in specs]
+    run_cases(EX_ONLINE, fn, cases, rtol=1e-9, atol=1e-12,
+              hint="keep m (running max) and d (running sum) per row, both shaped x.shape[:-1]; for each block merge in "
+                   "(block max, sum of exp(block − block max)) with merge_softmax_stats; finally exp(x − m) / d",
+              cost=lambda: "3 memory accesses per element (read for stats, read and write to normalise) instead of safe "
+                           "softmax's 4 (Milakov & Gimelshein 2018)")
+
+
+def _compare_array(got, want, *, rtol, atol):
+    from labutils.checks import compare
+
+    return compare(got, want, rtol=rtol, atol=atol)
+
+
+def check_flash_attention(fn) -> None:
+    rng = np.random.default_rng(11)
+    specs = [((1, 8, 4), 4, False), ((1, 100, 16), 32, False), ((1, 100, 16), 32, True), ((2, 3, 37, 16), 16, True),
+             ((2, 1, 8), 64, True), ((1, 50, 8), 7, False), ((1, 64, 16), 16, True)]
+    cases = []
+    for shape, bs, causal in specs:
+        q, k, v = (rng.standard_normal(shape) for _ in range(3))
+        if shape == (1, 64, 16):
+            q *= 30.0  # large scores: exp overflows without the running max
+        want = torch.nn.functional.scaled_dot_product_attention(*(torch.from_numpy(t) for t in (q, k, v)), is_causal=causal).numpy()
+        cases.append(Case(f"shape {shape}, block {bs}, causal={causal}" + (", scores ≈ ±100" if shape == (1, 64, 16) else ""),
+                          (q, k, v), want, kwargs=dict(block_size=bs, causal=causal)))
+
+    def verdict(got, case):
+        got = got.detach().numpy() if isinstance(got, torch.Tensor) else got
+        want = case.expected
+        why = _compare_array(got, want, rtol=1e-7, atol=1e-9)
+        if why is None and got.dtype != np.float64:
+            why = f"float64 inputs should give a float64 output (compute in the input's dtype), got {got.dtype}"
+        return why
+
+    def cost():
+        N, d, M = 256, 32, 8192
+        x = [rng.standard_normal((N, d)) for _ in range(3)]
+        std, fl = FastMemory(M), FastMemory(M)
+        standard_attention_sim(std, *x)
+        flash_attention_sim(fl, *x)
+        return (f"N={N}, d={d}: {4 * N * N * d:,} FLOPs either way; slow-memory traffic with M={M:,} words: "
+                f"standard {std.traffic:,} words, tiled {fl.traffic:,} ({std.traffic / fl.traffic:.1f}× less)")
+
+    run_cases(EX_FLASH, fn, cases, check=verdict,
+              hint="per query block keep m, l and an unnormalised accumulator; per key block: s = q_i·k_jᵀ/√d (mask with "
+                   "-inf where key > query if causal), m_new = max(m, rowmax s), p = exp(s − m_new), "
+                   "rescale l and the accumulator by exp(m − m_new), add p.sum and p·v_j; divide by l at the end",
+              cost=cost)

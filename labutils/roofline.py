@@ -1,0 +1,288 @@
+"""Rooflines: real chips' specs, the roofline arithmetic, and measurements of *this* machine.
+
+Time of a kernel ≥ max(FLOPs / peak FLOP/s, bytes / bandwidth); its arithmetic intensity is
+FLOPs / bytes, and it is compute-bound when that exceeds the ridge point peak / bandwidth
+("How to Scale Your Model", Austin et al. 2025, roofline chapter). Shared by labs 03 and 04.
+
+Left out on purpose: caches between registers and DRAM (one "fast" and one "slow" memory is
+enough for the intuition), clock and power throttling, and FLOP/s of dtypes other than bf16 for
+the real chips (the course's reference table lists dense bf16 only).
+
+    >>> matmul_intensity(4096, 4096, 4096, 2)          # big bf16 matmul: far above any ridge
+    1365.33...
+    >>> attainable_flops(1.0, H100_SXM.bf16_flops, H100_SXM.hbm_bandwidth) / 1e12   # AI = 1
+    3.35
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# ----------------------------------------------------------------------------- real chips
+
+
+@dataclass(frozen=True)
+class Chip:
+    name: str
+    bf16_flops: float  # dense bf16 FLOP/s (no 2:4 sparsity)
+    hbm_bytes: float  # accelerator memory, bytes
+    hbm_bandwidth: float  # bytes/s
+    link: str  # scale-up interconnect, as the vendor states it
+    source: str
+
+    @property
+    def ridge(self) -> float:
+        """FLOPs per byte above which a kernel is compute-bound on this chip."""
+        return self.bf16_flops / self.hbm_bandwidth
+
+
+_BOOK = "Austin et al. 2025, 'How to Scale Your Model' (chip tables)"
+# Vendors' datasheets and the book's tables, as collected in the course's REFERENCE_FACTS §3.
+A100_SXM = Chip("A100 SXM", 312e12, 80e9, 2.04e12, "NVLink 600 GB/s bidi", "NVIDIA A100 datasheet; " + _BOOK)
+H100_SXM = Chip("H100 SXM", 989e12, 80e9, 3.35e12, "NVLink 900 GB/s bidi", "NVIDIA H100 datasheet (1,979 TF is with 2:4 sparsity); " + _BOOK)
+H200 = Chip("H200", 989e12, 141e9, 4.8e12, "NVLink 900 GB/s bidi", "NVIDIA H200 datasheet; " + _BOOK)
+B200 = Chip("B200", 2.25e15, 180e9, 8.0e12, "NVLink 1.8 TB/s bidi", "NVIDIA B200 datasheet (≈2.25 PF dense, ≈180–192 GB); " + _BOOK)
+TPU_V4 = Chip("TPU v4", 275e12, 32e9, 1.2e12, "ICI 4.5e10 B/s per link one-way", "Google Cloud TPU v4 docs; " + _BOOK)
+TPU_V5E = Chip("TPU v5e", 197e12, 16e9, 0.82e12, "ICI 4.5e10 B/s per link one-way", "Google Cloud TPU v5e docs; " + _BOOK)
+TPU_V5P = Chip("TPU v5p", 459e12, 95e9, 2.77e12, "ICI 9e10 B/s per link one-way", "Google Cloud TPU v5p docs; " + _BOOK)
+TPU_V6E = Chip("TPU v6e", 918e12, 32e9, 1.64e12, "ICI 9e10 B/s per link one-way", "Google Cloud TPU v6e docs; " + _BOOK)
+CHIPS = {c.name: c for c in (A100_SXM, H100_SXM, H200, B200, TPU_V4, TPU_V5E, TPU_V5P, TPU_V6E)}
+
+# ----------------------------------------------------------------------------- the arithmetic
+
+
+def _positive(name: str, x) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not math.isfinite(x) or x <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
+    return float(x)
+
+
+def matmul_intensity(m: int, k: int, n: int, bytes_per_element: float) -> float:
+    """FLOPs per byte of (m, k) @ (k, n) reading A and B and writing C once: 2mkn / (bytes·(mk + kn + mn)).
+
+    >>> matmul_intensity(1, 4096, 4096, 2)   # a decode GEMV in bf16: ≈ 1 FLOP per byte
+    0.99...
+    """
+    m, k, n = (_positive(s, v) for s, v in (("m", m), ("k", k), ("n", n)))
+    b = _positive("bytes_per_element", bytes_per_element)
+    return 2 * m * k * n / (b * (m * k + k * n + m * n))
+
+
+def attainable_flops(intensity: float, peak_flops: float, bandwidth: float) -> float:
+    """The roofline: min(peak, intensity · bandwidth) FLOP/s."""
+    return min(_positive("peak_flops", peak_flops), _positive("intensity", intensity) * _positive("bandwidth", bandwidth))
+
+
+def roofline_time(flops: float, bytes_moved: float, peak_flops: float, bandwidth: float) -> float:
+    """Lower bound on run time (s): max(FLOPs / peak, bytes / bandwidth)."""
+    if flops < 0 or bytes_moved < 0:
+        raise ValueError(f"flops and bytes_moved must be >= 0, got {flops}, {bytes_moved}")
+    return max(flops / _positive("peak_flops", peak_flops), bytes_moved / _positive("bandwidth", bandwidth))
+
+
+def kv_bytes_per_token(n_layers: int, n_kv_heads: int, head_dim: int, bytes_per_element: float) -> float:
+    """KV-cache bytes one token adds: 2 (K and V) · n_layers · n_kv_heads · head_dim · bytes (REFERENCE_FACTS §3)."""
+    return 2 * _positive("n_layers", n_layers) * _positive("n_kv_heads", n_kv_heads) * _positive("head_dim", head_dim) * \
+        _positive("bytes_per_element", bytes_per_element)
+
+
+def decode_step_time(chip: Chip, n_params: float, batch: int, context: int, kv_bytes_token: float,
+                     bytes_per_param: float = 2.0) -> dict:
+    """Lower bounds for one decode step of ``batch`` sequences each holding ``context`` cached tokens.
+
+    memory: (weight bytes + batch · context · KV bytes per token) / HBM bandwidth (REFERENCE_FACTS §3);
+    compute: 2 · n_params · batch / peak (attention FLOPs left out: they are small next to the weights').
+    """
+    if batch < 1 or context < 0:
+        raise ValueError(f"batch must be >= 1 and context >= 0, got {batch}, {context}")
+    bytes_moved = _positive("n_params", n_params) * _positive("bytes_per_param", bytes_per_param) + batch * context * kv_bytes_token
+    flops = 2 * n_params * batch
+    memory_s, compute_s = bytes_moved / chip.hbm_bandwidth, flops / chip.bf16_flops
+    return dict(memory_s=memory_s, compute_s=compute_s, step_s=max(memory_s, compute_s), intensity=flops / bytes_moved,
+                regime="compute-bound" if compute_s > memory_s else "memory-bound", tokens_per_s=batch / max(memory_s, compute_s))
+
+
+# ----------------------------------------------------------------------------- this machine
+
+
+def cache_sizes() -> dict:
+    """{'L1d': bytes, 'L2': ..., 'L3': ...} from /sys (Linux) or sysctl (macOS); {} when unknown."""
+    out = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith("index"):
+                continue
+            read = lambda f: open(os.path.join(base, entry, f)).read().strip()  # noqa: E731
+            level, kind, size = read("level"), read("type"), read("size")
+            if kind == "Instruction":
+                continue
+            mult = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(size[-1], 1)
+            out[f"L{level}" + ("d" if kind == "Data" else "")] = int(size.rstrip("KMG")) * mult
+    except (OSError, ValueError):
+        pass
+    if not out:
+        import subprocess
+
+        for key, name in (("hw.l1dcachesize", "L1d"), ("hw.l2cachesize", "L2"), ("hw.l3cachesize", "L3")):
+            try:
+                v = int(subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5).stdout.strip())
+                if v > 0:
+                    out[name] = v
+            except (OSError, ValueError, subprocess.SubprocessError):
+                pass
+    return out
+
+
+def last_level_cache_bytes(default: int = 32 * 1024**2) -> int:
+    """The largest cache found (the last level); ``default`` (32 MiB, a generous desktop L3) when unknown."""
+    sizes = cache_sizes()
+    return max(sizes.values()) if sizes else default
+
+
+def available_memory_bytes() -> int:
+    """RAM available to new allocations now (psutil, else /proc/meminfo, else 2 GiB)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2 * 1024**3
+
+
+def cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def machine_description() -> dict:
+    """What the measurements ran on: CPU, usable cores, torch threads, caches, RAM, native bf16 support."""
+    import torch
+
+    from labutils.doctor import cpu_model, usable_cores
+
+    flags = cpu_flags()
+    native_bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"}) or (["arm64 (bf16 varies)"] if os.uname().machine == "arm64" else [])
+    return dict(cpu=cpu_model(), usable_cores=usable_cores(), torch_threads=torch.get_num_threads(),
+                caches={k: f"{v / 1024:.0f} KiB" if v < 1024**2 else f"{v / 1024**2:.0f} MiB" for k, v in cache_sizes().items()},
+                ram_available=f"{available_memory_bytes() / 1024**3:.1f} GiB",
+                native_bf16=", ".join(native_bf16) or "no (no avx512_bf16/amx: bf16 matmuls are converted or emulated)",
+                gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
+
+
+@dataclass
+class Measurement:
+    """One measured quantity: the best value, its unit, every sample behind it, and how it was measured."""
+
+    value: float
+    unit: str
+    samples: list = field(default_factory=list)
+    method: str = ""
+
+    def __str__(self):
+        scale, prefix = next((s, p) for s, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")) if abs(self.value) >= s or s == 1)
+        return f"{self.value / scale:.3g} {prefix}{self.unit}"
+
+
+def best_time(fn, *, repeats: int = 5, warmup: int = 1, max_seconds: float = 2.0, sync=None) -> list:
+    """Wall times (s) of ``fn()`` after ``warmup`` calls: ``repeats`` samples, fewer if ``max_seconds`` runs out."""
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > max_seconds:
+            break
+    return times
+
+
+def measure_peak_flops(dtype=None, *, device: str = "cpu", max_n: int = 4096, target_s: float = 0.25,
+                       max_seconds: float = 5.0, repeats: int = 5) -> Measurement:
+    """Peak matmul FLOP/s: grow a square matmul until one call takes ≈ ``target_s`` (or ``max_n``), then best of
+    ``repeats`` after a warm-up. Sizes adapt to the machine, so a slow dtype (emulated bf16) stays quick."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    _positive("max_seconds", max_seconds)
+    if device != "cpu" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but torch sees no CUDA GPU")
+    sync = torch.cuda.synchronize if device != "cpu" else None
+    n, start, samples = 64, time.perf_counter(), []
+    while True:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        t = min(best_time(lambda: a @ b, repeats=2, warmup=1, max_seconds=target_s, sync=sync))
+        elapsed = time.perf_counter() - start
+        # stop growing at the size cap, at the target time, or when 8× (the next size) would blow the budget
+        if 2 * n > max_n or t >= target_s or elapsed + 8 * t * (repeats + 2) > max_seconds:
+            break
+        n *= 2
+    left = max(max_seconds - (time.perf_counter() - start), t)
+    times = best_time(lambda: a @ b, repeats=repeats, warmup=0, max_seconds=left, sync=sync)
+    samples = [2 * n**3 / s for s in times]
+    return Measurement(max(samples), "FLOP/s", samples,
+                       f"torch ({n}×{n}) @ ({n}×{n}) {str(dtype).replace('torch.', '')} on {device}, "
+                       f"{torch.get_num_threads() if device == 'cpu' else 'all'} thread(s), best of {len(samples)} after warm-up")
+
+
+def bandwidth_array_bytes(n_arrays: int = 3, *, cache_multiple: float = 4.0, ram_fraction: float = 0.1,
+                          cap: int = 1024**3) -> int:
+    """Bytes per array for a STREAM-style run: ≥ ``cache_multiple`` × last-level cache (so it cannot hide in
+    cache), but all arrays together ≤ ``ram_fraction`` of available RAM and each ≤ ``cap``."""
+    want = cache_multiple * last_level_cache_bytes()
+    allowed = min(ram_fraction * available_memory_bytes() / n_arrays, cap)
+    return int(max(min(want, allowed), 1024**2))
+
+
+def measure_bandwidth(kind: str = "triad", *, array_bytes: int | None = None, repeats: int = 5,
+                      max_seconds: float = 3.0, device: str = "cpu") -> Measurement:
+    """Memory bandwidth (bytes/s) of a STREAM-style kernel on float64 arrays, best of ``repeats``.
+
+    copy: a[:] = b (16 B per element: one read, one write); triad: a = b + s·c in one fused pass
+    (24 B per element; torch.add with alpha= does it in one pass, numpy's b + s*c would take two).
+    """
+    import torch
+
+    if kind not in ("copy", "triad"):
+        raise ValueError(f"kind must be 'copy' or 'triad', got {kind!r}")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but torch sees no CUDA GPU")
+    nbytes = bandwidth_array_bytes() if array_bytes is None else int(_positive("array_bytes", array_bytes))
+    n = max(nbytes // 8, 1)
+    b, c = torch.rand(n, dtype=torch.float64, device=device), torch.rand(n, dtype=torch.float64, device=device)
+    a = torch.empty_like(b)
+    fn = (lambda: a.copy_(b)) if kind == "copy" else (lambda: torch.add(b, c, alpha=3.0, out=a))
+    per_element = 16 if kind == "copy" else 24
+    times = best_time(fn, repeats=repeats, warmup=1, max_seconds=max_seconds,
+                      sync=torch.cuda.synchronize if device != "cpu" else None)
+    samples = [per_element * n / t for t in times]
+    llc = last_level_cache_bytes()
+    note = "" if 8 * n >= 4 * llc else f" — smaller than 4× the {llc / 1024**2:.0f} MiB cache (RAM limit): may read partly from cache"
+    return Measurement(max(samples), "B/s", samples,
+                       f"STREAM {kind}, 3 float64 arrays of {8 * n / 1024**2:.0f} MiB, {per_element} B/element, "
+                       f"torch on {device}, best of {len(samples)}{note}")

@@ -1,0 +1,143 @@
+"""online_softmax and flash_attention against torch; the simulator's counts against hand-derived formulas."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labutils import fastmem, kernels
+from labutils.fastmem import FastMemory, FastMemoryFull
+
+
+def sdpa(q, k, v, causal):
+    return F.scaled_dot_product_attention(*(torch.from_numpy(t) for t in (q, k, v)), is_causal=causal).numpy()
+
+
+@pytest.mark.parametrize("n,block", [(1, 4), (10, 3), (64, 16), (65, 16), (7, 100)])
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_online_softmax_matches_torch(n, block, scale):
+    x = np.random.default_rng(n).standard_normal((3, 4, n)) * scale
+    got = kernels.online_softmax(x, block_size=block)
+    np.testing.assert_allclose(got, torch.softmax(torch.from_numpy(x), -1).numpy(), rtol=1e-10, atol=1e-14)
+    # another axis, and float32 stays float32
+    np.testing.assert_allclose(kernels.online_softmax(x, axis=0, block_size=2), torch.softmax(torch.from_numpy(x), 0).numpy(), rtol=1e-10)
+    assert kernels.online_softmax(x.astype(np.float32), block_size=block).dtype == np.float32
+
+
+def test_online_softmax_masked_rows():
+    x = np.random.default_rng(0).standard_normal((4, 12))
+    x[0, 5:] = -np.inf  # partly masked, whole blocks of -inf
+    x[1, :] = -np.inf  # fully masked: nan, like torch
+    got = kernels.online_softmax(x, block_size=4)
+    want = torch.softmax(torch.from_numpy(x), -1).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, equal_nan=True)
+    assert np.isnan(got[1]).all()
+
+
+def test_merge_is_associative_and_commutative():
+    rng = np.random.default_rng(1)
+    blocks = [rng.standard_normal(rng.integers(1, 9)) * 30 for _ in range(6)] + [np.array([-np.inf])]
+    stats = [(b.max(), np.exp(b - b.max()).sum()) if np.isfinite(b.max()) else (b.max(), 0.0) for b in blocks]
+    full = np.concatenate(blocks)
+    want = (full.max(), np.exp(full - full.max()).sum())
+    for perm in itertools.islice(itertools.permutations(range(len(stats))), 0, 5040, 97):
+        order = [stats[i] for i in perm]
+        left = order[0]
+        for s in order[1:]:
+            left = kernels.merge_softmax_stats(left, s)
+        tree = [kernels.merge_softmax_stats(order[i], order[i + 1]) for i in range(0, 6, 2)] + [order[6]]
+        while len(tree) > 1:
+            tree = [kernels.merge_softmax_stats(tree[0], tree[1])] + tree[2:]
+        for got in (left, tree[0]):
+            assert got[0] == want[0] and got[1] == pytest.approx(want[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("T,block", [(1, 64), (8, 4), (37, 16), (64, 64), (100, 32)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_attention_matches_sdpa(T, block, causal):
+    rng = np.random.default_rng(T)
+    q, k, v = (rng.standard_normal((2, 3, T, 16)) for _ in range(3))
+    q *= 20  # large scores
+    got = kernels.flash_attention(q, k, v, block_size=block, causal=causal)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, sdpa(q, k, v, causal), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(kernels.attention_reference(q, k, v, causal=causal), sdpa(q, k, v, causal), rtol=1e-9, atol=1e-12)
+
+
+def test_flash_attention_float32_and_cross_attention():
+    rng = np.random.default_rng(2)
+    q, k, v = rng.standard_normal((5, 8)).astype(np.float32), rng.standard_normal((9, 8)).astype(np.float32), rng.standard_normal((9, 4)).astype(np.float32)
+    got = kernels.flash_attention(q, k, v, block_size=4)
+    assert got.dtype == np.float32 and got.shape == (5, 4)
+    np.testing.assert_allclose(got, sdpa(q, k, v, False), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(q=np.zeros((4, 8)), k=np.zeros((4, 6)), v=np.zeros((4, 6))), "head dim"),
+    (dict(q=np.zeros((4, 8)), k=np.zeros((4, 8)), v=np.zeros((5, 8))), "k and v"),
+    (dict(q=np.full((4, 8), np.nan), k=np.zeros((4, 8)), v=np.zeros((4, 8))), "nan"),
+    (dict(q=np.zeros(8), k=np.zeros((4, 8)), v=np.zeros((4, 8))), "shape"),
+])
+def test_flash_attention_bad_inputs(bad, match):
+    with pytest.raises(ValueError, match=match):
+        kernels.flash_attention(**bad)
+
+
+def test_bad_block_sizes_and_values():
+    for bs in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="block_size"):
+            kernels.online_softmax(np.zeros(4), block_size=bs)
+        with pytest.raises(ValueError, match="block_size"):
+            kernels.flash_attention(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)), block_size=bs)
+    with pytest.raises(ValueError, match="nan"):
+        kernels.online_softmax(np.array([1.0, np.nan]))
+    assert kernels.memory_passes(2, fused=False) == 4 and kernels.memory_passes(2, fused=True) == 2
+
+
+@pytest.mark.parametrize("m,k,n,tile", [(4, 4, 4, 2), (10, 7, 9, 3), (8, 8, 8, 8), (5, 3, 1, 4)])
+def test_matmul_simulator_counts_match_formulas(m, k, n, tile):
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    mem = FastMemory(3 * tile * tile)
+    np.testing.assert_allclose(fastmem.tiled_matmul_sim(mem, A, B, tile), A @ B)
+    assert dict(reads=mem.reads, writes=mem.writes) == fastmem.tiled_matmul_traffic(m, k, n, tile)
+    assert mem.peak <= mem.capacity and mem.used == 0
+    mem = FastMemory(2 * k + 1)
+    np.testing.assert_allclose(fastmem.naive_matmul_sim(mem, A, B), A @ B)
+    assert dict(reads=mem.reads, writes=mem.writes) == fastmem.naive_matmul_traffic(m, k, n)
+    # hand count for 4×4 with tile 2: 4 C blocks × 2 steps × 2 blocks of 4 words = 64 reads
+    assert fastmem.tiled_matmul_traffic(4, 4, 4, 2) == dict(reads=64, writes=16)
+
+
+def test_simulator_refuses_overflow_and_bad_capacity():
+    mem = FastMemory(10)
+    mem.load(np.zeros(8))
+    with pytest.raises(FastMemoryFull, match="full"):
+        mem.load(np.zeros(3))
+    with pytest.raises(ValueError, match="capacity"):
+        FastMemory(0)
+    assert [fastmem.best_tile_size(M) for M in (3, 11, 12, 300)] == [1, 1, 2, 10]
+
+
+def test_attention_in_simulator_is_exact_and_scales_as_theorem_2():
+    rng = np.random.default_rng(0)
+    d, M = 16, 4096
+    traffic = {}
+    for N in (64, 128, 256):
+        q, k, v = (rng.standard_normal((N, d)) for _ in range(3))
+        std, fl = FastMemory(M), FastMemory(M)
+        ref = kernels.attention_reference(q, k, v)
+        np.testing.assert_allclose(fastmem.standard_attention_sim(std, q, k, v), ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(fastmem.flash_attention_sim(fl, q, k, v), ref, rtol=1e-10, atol=1e-12)
+        assert std.peak <= M and fl.peak <= M
+        traffic[N] = (std.traffic, fl.traffic)
+    assert all(s > f for s, f in traffic.values())
+    # both grow ≈ 4× per doubling of N once N² dominates
+    assert 3.0 < traffic[256][0] / traffic[128][0] < 4.5 and 3.0 < traffic[256][1] / traffic[128][1] < 4.5
+    # flash traffic falls ≈ 1/M: 4× the fast memory, ≈ 4× fewer words (Theorem 2: Θ(N²d²/M))
+    q, k, v = (rng.standard_normal((256, d)) for _ in range(3))
+    big = FastMemory(4 * M)
+    fastmem.flash_attention_sim(big, q, k, v)
+    assert 2.5 < traffic[256][1] / big.traffic < 4.5
