@@ -107,6 +107,15 @@ def decode_step_time(chip: Chip, n_params: float, batch: int, context: int, kv_b
                 regime="compute-bound" if compute_s > memory_s else "memory-bound", tokens_per_s=batch / max(memory_s, compute_s))
 
 
+def compute_bound_batch(chip: Chip, n_params: float, context: int, kv_bytes_token: float, bytes_per_param: float = 2.0) -> float:
+    """Smallest decode batch at which compute time reaches memory time (``decode_step_time``'s two bounds);
+    inf when the KV reads grow as fast as the FLOPs, so no batch is compute-bound.
+
+    Solves 2·N·B / peak = (N·bytes + B·context·kv) / bandwidth for B."""
+    per_seq = 2 * _positive("n_params", n_params) / chip.bf16_flops - context * kv_bytes_token / chip.hbm_bandwidth
+    return math.inf if per_seq <= 0 else n_params * _positive("bytes_per_param", bytes_per_param) / chip.hbm_bandwidth / per_seq
+
+
 # ----------------------------------------------------------------------------- this machine
 
 
@@ -219,8 +228,52 @@ def best_time(fn, *, repeats: int = 5, warmup: int = 1, max_seconds: float = 2.0
     return times
 
 
+class _threads:
+    """Run a block with ``n`` torch threads (None: leave as is), then restore the previous count."""
+
+    def __init__(self, n):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"threads must be a positive int or None, got {n!r}")
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
+
+
+def best_threads(max_seconds: float = 1.5) -> int:
+    """1 or all usable cores, whichever runs a 512² fp32 matmul and a 4M-element add faster right now.
+
+    On a busy machine (other programs on the same cores) one thread often beats several that wait
+    for each other; on an idle one, all cores win."""
+    import torch
+
+    from labutils.doctor import usable_cores
+
+    cores = usable_cores()
+    if cores == 1:
+        return 1
+    a, x = torch.randn(512, 512), torch.rand(1 << 22)
+    out = torch.empty_like(x)
+    work = lambda: (a @ a, torch.add(x, x, out=out))  # noqa: E731
+    timings = {}
+    for n in (1, cores, 1, cores):  # interleaved, so a burst of load hits both
+        with _threads(n):
+            t = min(best_time(work, repeats=5, max_seconds=max_seconds / 4))
+        timings[n] = min(t, timings.get(n, math.inf))
+    return min(timings, key=timings.get)
+
+
 def measure_peak_flops(dtype=None, *, device: str = "cpu", max_n: int = 4096, target_s: float = 0.25,
-                       max_seconds: float = 5.0, repeats: int = 5) -> Measurement:
+                       max_seconds: float = 5.0, repeats: int = 5, threads: int | None = None) -> Measurement:
     """Peak matmul FLOP/s: grow a square matmul until one call takes ≈ ``target_s`` (or ``max_n``), then best of
     ``repeats`` after a warm-up. Sizes adapt to the machine, so a slow dtype (emulated bf16) stays quick."""
     import torch
@@ -231,8 +284,13 @@ def measure_peak_flops(dtype=None, *, device: str = "cpu", max_n: int = 4096, ta
     _positive("max_seconds", max_seconds)
     if device != "cpu" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for but torch sees no CUDA GPU")
+    with _threads(threads):
+        return _peak(torch, dtype, device, max_n, target_s, max_seconds, repeats)
+
+
+def _peak(torch, dtype, device, max_n, target_s, max_seconds, repeats):
     sync = torch.cuda.synchronize if device != "cpu" else None
-    n, start, samples = 64, time.perf_counter(), []
+    n, start = min(64, int(max_n)), time.perf_counter()
     while True:
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
@@ -260,7 +318,7 @@ def bandwidth_array_bytes(n_arrays: int = 3, *, cache_multiple: float = 4.0, ram
 
 
 def measure_bandwidth(kind: str = "triad", *, array_bytes: int | None = None, repeats: int = 5,
-                      max_seconds: float = 3.0, device: str = "cpu") -> Measurement:
+                      max_seconds: float = 3.0, device: str = "cpu", threads: int | None = None) -> Measurement:
     """Memory bandwidth (bytes/s) of a STREAM-style kernel on float64 arrays, best of ``repeats``.
 
     copy: a[:] = b (16 B per element: one read, one write); triad: a = b + s·c in one fused pass
@@ -278,11 +336,12 @@ def measure_bandwidth(kind: str = "triad", *, array_bytes: int | None = None, re
     a = torch.empty_like(b)
     fn = (lambda: a.copy_(b)) if kind == "copy" else (lambda: torch.add(b, c, alpha=3.0, out=a))
     per_element = 16 if kind == "copy" else 24
-    times = best_time(fn, repeats=repeats, warmup=1, max_seconds=max_seconds,
-                      sync=torch.cuda.synchronize if device != "cpu" else None)
+    with _threads(threads):
+        times = best_time(fn, repeats=repeats, warmup=1, max_seconds=max_seconds,
+                          sync=torch.cuda.synchronize if device != "cpu" else None)
     samples = [per_element * n / t for t in times]
     llc = last_level_cache_bytes()
     note = "" if 8 * n >= 4 * llc else f" — smaller than 4× the {llc / 1024**2:.0f} MiB cache (RAM limit): may read partly from cache"
     return Measurement(max(samples), "B/s", samples,
                        f"STREAM {kind}, 3 float64 arrays of {8 * n / 1024**2:.0f} MiB, {per_element} B/element, "
-                       f"torch on {device}, best of {len(samples)}{note}")
+                       f"torch on {device}, {threads or torch.get_num_threads()} thread(s), best of {len(samples)}{note}")

@@ -141,3 +141,8 @@ def test_attention_in_simulator_is_exact_and_scales_as_theorem_2():
     big = FastMemory(4 * M)
     fastmem.flash_attention_sim(big, q, k, v)
     assert 2.5 < traffic[256][1] / big.traffic < 4.5
+
+
+def test_compile_demo_reports_a_timeout_in_words():
+    res = kernels.compile_demo(1024, timeout_s=0.5)
+    assert res["ok"] is False and "did not finish within" in res["reason"]

@@ -50,6 +50,12 @@ def test_decode_step_time():
     assert rl.decode_step_time(rl.H100_SXM, 8e9, 310, 0, kv)["regime"] == "compute-bound"
     # long contexts add KV bytes per sequence, so the same batch is memory-bound again
     assert rl.decode_step_time(rl.H100_SXM, 8e9, 310, 32768, kv)["regime"] == "memory-bound"
+    b = rl.compute_bound_batch(rl.H100_SXM, 8e9, 0, kv)
+    assert b == pytest.approx(rl.H100_SXM.ridge)  # 2 B/param, 2 FLOPs/param: the crossover is the ridge
+    b = rl.compute_bound_batch(rl.H100_SXM, 8e9, 256, kv)
+    step = rl.decode_step_time(rl.H100_SXM, 8e9, math.floor(b), 256, kv)  # just below the crossover
+    assert rl.decode_step_time(rl.H100_SXM, 8e9, math.ceil(b), 256, kv)["regime"] == "compute-bound" and step["regime"] == "memory-bound"
+    assert rl.compute_bound_batch(rl.H100_SXM, 8e9, 10**6, kv) == math.inf
 
 
 def test_machine_description_and_caches():
@@ -68,9 +74,12 @@ def test_peak_flops_measurement_is_sane_and_quick():
 
 
 def test_big_matmul_beats_tiny_one():
-    big = rl.measure_peak_flops(torch.float32, max_n=512, max_seconds=2.0, repeats=3).value
-    tiny = rl.measure_peak_flops(torch.float32, max_n=64, max_seconds=1.0, repeats=3).value
-    assert big > tiny
+    # 8³ is a few µs of overhead around 1 kFLOP; 512³ is 268 MFLOP of real work (REFERENCE_FACTS §3: small
+    # matmuls are overhead-bound) — a gap of orders of magnitude, so noise from other programs cannot flip it
+    big = rl.measure_peak_flops(torch.float32, max_n=512, max_seconds=2.0, repeats=5, threads=1)
+    tiny = rl.measure_peak_flops(torch.float32, max_n=8, max_seconds=0.5, repeats=20, threads=1)
+    assert "(8×8)" in tiny.method and "(512×512)" in big.method
+    assert big.value > 3 * tiny.value
 
 
 def test_bandwidth_measurement_is_sane_and_quick():
@@ -80,3 +89,13 @@ def test_bandwidth_measurement_is_sane_and_quick():
     with pytest.raises(ValueError, match="kind"):
         rl.measure_bandwidth("scale")
     assert math.isfinite(rl.measure_bandwidth("copy", array_bytes=1024**2, repeats=1).value)
+
+
+def test_thread_choice_and_restore():
+    before = torch.get_num_threads()
+    assert rl.best_threads(max_seconds=0.5) in (1, rl.machine_description()["usable_cores"])
+    m = rl.measure_peak_flops(torch.float32, max_n=128, max_seconds=0.5, repeats=2, threads=1)
+    assert "1 thread(s)" in m.method and torch.get_num_threads() == before
+    assert "1 thread(s)" in rl.measure_bandwidth("copy", array_bytes=1024**2, repeats=1, threads=1).method
+    with pytest.raises(ValueError, match="threads"):
+        rl.measure_peak_flops(threads=0)
