@@ -38,8 +38,7 @@ class Machine:
     link_bw: float
     alpha_s: float
     hbm_bytes: float = float("inf")
-    layer_s: float = 0.0  # fixed overhead per layer per rank (framework; fitted on CPU)
-    expert_s: float = 0.0  # fixed overhead per expert touched (the Python expert loop on CPU)
+    expert_s: float = 0.0  # fixed overhead per expert call (the Python expert loop on CPU; 0 on the reference chips)
 
 
 # Chips: REFERENCE_FACTS §3 (vendors' tables, "How to Scale Your Model"); links: NVLink 900 GB/s bidi
@@ -100,7 +99,7 @@ def experts_touched(n_experts: float, k: int, tokens: float) -> float:
 def _layer_compute(m: Machine, tokens, assignments, touched, *, d_model, d_ff, dense_params, bpp, kv_bytes):
     flops = 2 * tokens * dense_params + 2 * assignments * 2 * d_model * d_ff
     nbytes = (dense_params + touched * 2 * d_model * d_ff) * bpp + tokens * kv_bytes
-    return max(flops / m.flops, nbytes / m.mem_bw) + m.layer_s + touched * m.expert_s
+    return max(flops / m.flops, nbytes / m.mem_bw) + touched * m.expert_s
 
 
 def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int, n_experts: int, k: int,
@@ -108,12 +107,15 @@ def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int
                  bytes_per_param: int = 4, act_bytes: int = 4, kv_bytes: float = 0.0, tokens_per_seq: int = 1) -> dict:
     """Modelled latency (s) of one step: decode (tokens_per_seq = 1) or prefill (the prompt length).
 
+    A pipeline with n_layers not divisible by world_size is paced by its deepest stage (ceil(L/P) layers).
     dense_params: replicated non-expert weights per layer (default d_model² + d_model·E, the lab's
     CPU stack); kv_bytes: KV-cache bytes read per token per layer. Returns compute_s, comm_s, total_s.
     """
     P, L, E = world_size, n_layers, n_experts
-    if layout == "ep" and E % P or layout == "pp" and L % P:
-        raise ValueError(f"world_size {P} must divide {'n_experts' if layout == 'ep' else 'n_layers'}")
+    if layout == "ep" and E % P:
+        raise ValueError(f"world_size {P} must divide n_experts {E}")
+    if layout == "pp" and P > L:
+        raise ValueError(f"a pipeline of {P} stages needs at least {P} layers, got {L}")
     dense = d_model * d_model + d_model * E if dense_params is None else dense_params
     kw = dict(d_model=d_model, d_ff=d_ff, dense_params=dense, bpp=bytes_per_param, kv_bytes=kv_bytes)
     T = batch * tokens_per_seq  # tokens in the step
@@ -126,7 +128,7 @@ def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int
         return dict(compute_s=compute, comm_s=comm, total_s=compute + comm)
     if layout == "pp":
         b = T / n_micro
-        stage = (L // P) * _layer_compute(m, b, b * k, experts_touched(E, k, b), **kw)
+        stage = math.ceil(L / P) * _layer_compute(m, b, b * k, experts_touched(E, k, b), **kw)  # the deepest stage paces
         hop = m.alpha_s + b * d_model * act_bytes / beta
         loop = m.alpha_s + batch * COUNT_BYTES / beta
         total = P * stage + (P - 1) * hop + (n_micro - 1) * max(stage, hop) + loop
@@ -136,16 +138,16 @@ def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int
 
 
 def fit_machine(points, *, name="this CPU", **shape) -> Machine:
-    """Fit flops, mem_bw, layer_s, expert_s, alpha_s, link_bw to measured (layout, batch, n_micro, P, seconds)
+    """Fit flops, mem_bw, expert_s, alpha_s, link_bw to measured (layout, batch, n_micro, P, seconds)
     points by least squares on log latency; ``shape`` holds the model's d_model, d_ff, n_experts, k, n_layers."""
     import numpy as np
     from scipy.optimize import least_squares
 
-    x0 = np.log([5e10, 1e10, 1e-4, 3e-5, 3e-5, 1e9])
+    x0 = np.log([3e10, 1e10, 1e-4, 1e-4, 1e9])
 
     def machine(z):
-        f, w, ls, es, a, bw = np.exp(z)
-        return Machine(name, f, w, bw, a, layer_s=ls, expert_s=es)
+        f, w, es, a, bw = np.exp(z)
+        return Machine(name, f, w, bw, a, expert_s=es)
 
     def resid(z):
         mm = machine(z)
@@ -166,10 +168,10 @@ def memory_per_chip(layout: str, *, dense_params: float, expert_params: float, w
     raise ValueError(f"layout must be 'ep' or 'pp', got {layout!r}")
 
 
-def crossover_batch(m: Machine, *, batches=tuple(2 ** i for i in range(13)), **kw):
-    """Smallest batch in ``batches`` at which ep is faster than pp (None if never)."""
+def crossover_batch(m: Machine, *, batches=tuple(2 ** i for i in range(13)), n_micro: int = 1, **kw):
+    """Smallest batch in ``batches`` at which ep is faster than pp with ``n_micro`` micro-batches (None if never)."""
     for B in batches:
-        if step_latency("ep", m, batch=B, **kw)["total_s"] < step_latency("pp", m, batch=B, n_micro=min(B, kw.get("world_size", 1)), **kw)["total_s"]:
+        if step_latency("ep", m, batch=B, **kw)["total_s"] < step_latency("pp", m, batch=B, n_micro=min(B, n_micro), **kw)["total_s"]:
             return B
     return None
 

@@ -5,9 +5,9 @@ keeps it for every layout and batch size — start-up costs seconds, a step mill
 ``Cluster.run`` (or the one-shot ``run_layout``) sends the hidden states to the ranks and returns
 the output with the measurements: latency per step, bytes and messages sent per rank per step.
 
-    >>> cfg = StackConfig(d_model=64, d_ff=128, n_experts=4, k=2, n_layers=2)
+    >>> cfg, x = StackConfig(d_model=64, d_ff=128, n_experts=4, k=2, n_layers=2), torch.randn(8, 64)
     >>> with Cluster(2) as c:
-    ...     r = c.run("ep", cfg, torch.randn(8, 64))
+    ...     r = c.run("ep", cfg, x)
     >>> torch.allclose(r.output, reference_output("ep", cfg, x, world_size=2), atol=1e-5)
 
 Every run has a deadline; a rank that raises, dies or hangs ends the run with a RuntimeError or
@@ -55,6 +55,11 @@ class LayoutResult:
     def latency_s(self) -> float:
         """Median step latency (s): the steps are identical, the median ignores scheduler hiccups."""
         return float(torch.tensor(self.step_s).median())
+
+    @property
+    def best_s(self) -> float:
+        """Fastest step (s): on a shared machine the least disturbed one."""
+        return min(self.step_s)
 
     @property
     def total_bytes(self) -> int:
