@@ -1,4 +1,5 @@
-"""``python -m labutils doctor`` checks this machine; ``python -m labutils progress`` shows passed exercises."""
+"""``python -m labutils doctor`` checks this machine; ``python -m labutils progress`` shows passed exercises;
+``python -m labutils warmup`` fills the training cache by running the solution notebooks once."""
 
 from __future__ import annotations
 
@@ -26,7 +27,21 @@ def main(argv=None) -> int:
     sub.add_parser("doctor", help="check that this machine can run the course")
     p = sub.add_parser("progress", help="print the exercises you have passed")
     p.add_argument("notebook", nargs="?", help="one notebook, e.g. 00_start_here")
+    w = sub.add_parser("warmup", help="run the solution notebooks once so that every training run is cached")
+    w.add_argument("notebooks", nargs="*", help="e.g. 00_start_here or 01 (default: every solution notebook)")
     args = parser.parse_args(argv)
+    if args.cmd == "warmup":
+        from labutils.warmup import warmup
+
+        try:
+            warmup(args.notebooks)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
     if args.cmd == "doctor":
         from labutils.doctor import report
 
