@@ -108,6 +108,7 @@ def _save(path: Path, out: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(out, f, indent=1)
+    os.chmod(tmp, 0o644)  # package data: readable by everyone (mkstemp makes it private)
     os.replace(tmp, path)
 
 
