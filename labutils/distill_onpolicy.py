@@ -1,0 +1,129 @@
+"""Lab 02: on-policy distillation (GKD) against the oracle teacher, and its exact generation metric.
+
+GKD (Agarwal et al. 2024, arXiv 2306.13649) trains a fraction λ of each batch on sequences the
+*student* samples, scored token by token by the teacher; no gradient flows through the sampling.
+Our teacher is the language itself, so the sequence-level reverse KL of the student from the truth,
+E_{x∼student}[log p_student(x) − log p_true(x)], is computed exactly — both terms are exact
+log-likelihoods of the sampled sequences.
+
+    >>> x = sample_student(model, language, 64, seed=0)             # (64, T): x_0 from the language
+    >>> sequence_reverse_kl(model, language, 256, seed=1)           # nats per token, ≥ 0 in expectation
+    >>> train_lm(cfg, language, ..., loss_hook=gkd_hook(language, lam=1.0), hook_key="gkd-…")
+
+Left out on purpose: a KV cache (the student re-reads its prefix at each step; T = 64 keeps that
+cheap), sampling at a temperature during training, and mixing in the hard-label loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from labutils.checks import Case, Exercise, run_cases
+from labutils.distill import kd_loss
+
+
+def _first_token_probs(language) -> torch.Tensor:
+    return torch.from_numpy(language.initial @ language.emission)  # (V,) p(x_0), float64
+
+
+@torch.no_grad()
+def sample_student(model, language, n: int, *, seed: int, temperature: float = 1.0, length: int | None = None):
+    """n sequences: x_0 drawn from the language, then x_t ∼ softmax(student(x_<t) / τ). LongTensor (n, length)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    T = length or model.config.context_length
+    g = torch.Generator().manual_seed(int(seed))
+    was_training = model.training
+    model.eval()
+    x = torch.multinomial(_first_token_probs(language).expand(n, -1), 1, generator=g)  # (n, 1)
+    for _ in range(T - 1):
+        logits = model(x)[:, -1].float() / temperature  # (n, V)
+        x = torch.cat([x, torch.multinomial(F.softmax(logits, -1), 1, generator=g)], dim=1)
+    model.train(was_training)
+    return x
+
+
+@torch.no_grad()
+def sequence_reverse_kl(model, language, n: int, *, seed: int, temperature: float = 1.0) -> dict:
+    """Exact E_{x∼student}[log p_student(x) − log p_true(x)] and E[−log p_true(x)], per token, nats.
+
+    Both sum over positions 1…T−1 (x_0 comes from the language for both, so its term cancels).
+    Returns dict(reverse_kl, true_nll, student_entropy) — reverse_kl = true_nll − student_entropy.
+    """
+    x = sample_student(model, language, n, seed=seed, temperature=temperature)  # (n, T)
+    was_training = model.training
+    model.eval()
+    log_ps = F.log_softmax(model(x)[:, :-1].float() / temperature, -1)  # (n, T-1, V)
+    model.train(was_training)
+    student_ll = log_ps.gather(-1, x[:, 1:, None]).mean().item()  # mean log p_student(x_t | x_<t)
+    true_nll = language.nll(x, from_position=1)  # mean −log p_true(x_t | x_<t)
+    return dict(reverse_kl=true_nll + student_ll, true_nll=true_nll, student_entropy=-student_ll)
+
+
+def onpolicy_loss(student_logits, samples, language, *, divergence: str = "reverse_kl"):
+    """Token-level divergence between the student and the oracle on sequences ``samples`` (n, T).
+
+    student_logits (n, T, V) are the student's logits on ``samples``; position t predicts token
+    t+1, so it is compared with ``language.next_token_probs(samples)[:, t + 1]``.
+    """
+    probs = language.next_token_probs(samples)  # (n, T, V) float64; probs[:, t] = p(x_t | x_<t)
+    return kd_loss(student_logits[:, :-1], probs[:, 1:].log().float(), divergence=divergence)
+
+
+def gkd_hook(language, lam: float, *, divergence: str = "reverse_kl", seed: int = 0):
+    """A train_lm loss_hook: a fraction λ of each batch is replaced by student samples (no gradient
+    through sampling); every sequence is scored by the oracle with ``divergence``."""
+    if not (isinstance(lam, (int, float)) and 0 <= lam <= 1):
+        raise ValueError(f"lam (the on-policy fraction) must lie in [0, 1], got {lam!r}")
+    step = [0]
+
+    def hook(logits, tokens, model):
+        n_on = round(lam * tokens.shape[0])
+        step[0] += 1
+        if n_on == 0:
+            return onpolicy_loss(logits, tokens, language, divergence=divergence)
+        x = sample_student(model, language, n_on, seed=seed * 1_000_003 + step[0])  # (n_on, T)
+        logits_on = model(x)  # a second forward pass on the student's own text
+        parts = [(logits_on, x)] + ([(logits[n_on:], tokens[n_on:])] if n_on < tokens.shape[0] else [])
+        total = sum(onpolicy_loss(lg, tk, language, divergence=divergence) * tk.shape[0] for lg, tk in parts)
+        return total / tokens.shape[0]
+
+    return hook
+
+
+# ----------------------------------------------------------------------------- checker (notebook 02)
+
+EX_ONPOLICY = Exercise("02_distillation", "5.1", "onpolicy_loss (one on-policy step's loss)")
+
+
+def check_onpolicy_loss(fn) -> None:
+    """fn(student_logits (n, T, V), samples (n, T), language) -> mean token reverse KL vs the oracle."""
+    from labutils.data import HMMLanguage
+
+    lang = HMMLanguage.random(6, 10, seed=5, concentration=0.3)
+    g = torch.Generator().manual_seed(4)
+    x = lang.sample(3, 7, seed=9)  # (3, 7)
+    s = torch.randn(3, 7, 10, generator=g) * 2  # (3, 7, V)
+
+    def ref(logits, tokens):  # plain float64 loop over the definition
+        p = lang.next_token_probs(tokens)
+        total, count = 0.0, 0
+        for i in range(tokens.shape[0]):
+            for t in range(tokens.shape[1] - 1):
+                log_q = torch.log_softmax(logits[i, t].double(), 0)
+                total += float((log_q.exp() * (log_q - p[i, t + 1].log())).sum())
+                count += 1
+        return total / count
+
+    cases = [Case("random student logits", (s, x, lang), ref(s, x)),
+             Case("student = oracle", (lang.next_token_probs(x).roll(-1, 1).log().float(), x, lang), 0.0, atol=1e-5,
+                  hint="logits at position t predict token t+1: compare them with probs[:, t + 1]"),
+             Case("one sequence", (s[:1], x[:1], lang), ref(s[:1], x[:1]))]
+    run_cases(EX_ONPOLICY, fn, cases, rtol=1e-4, atol=1e-5,
+              hint="probs = language.next_token_probs(samples); compare logits[:, :-1] with probs[:, 1:] "
+                   "by KL(p_student ‖ p_oracle), mean over tokens")
