@@ -50,7 +50,11 @@ def shipped_eval_loss(path: Path | str = DATA_PATH) -> float:
     return float(torch.load(path, weights_only=True)["eval_loss"])
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m labutils.distill_teacher",
+                            description=f"Re-train lab 02's teacher (cache bypassed) and write it to {DATA_PATH}.").parse_args(argv)
     run = train_teacher(cache=False)
     state = {k: v.to(torch.float32) for k, v in run.state_dict.items()}
     DATA_PATH.parent.mkdir(parents=True, exist_ok=True)

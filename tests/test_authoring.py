@@ -39,6 +39,7 @@ def test_unbalanced_markers_are_errors():
 
 def _tiny_course(tmp_path):
     nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     code = nbformat.v4.new_code_cell(SOURCE)
     code.outputs = [nbformat.v4.new_output("stream", text="hello")]
     code.execution_count = 3
@@ -56,6 +57,7 @@ def test_build_check_round_trip(tmp_path):
     assert build(tmp_path) == [dst]
     assert out_of_date(tmp_path) == []
     nb = nbformat.read(dst, as_version=4)
+    assert "widgets" not in nb.metadata  # widget state of the solution's run is not copied
     assert len(nb.cells) == 2  # solution-only dropped
     assert nb.cells[1].outputs == [] and nb.cells[1].execution_count is None
     assert "NotImplementedError" in nb.cells[1].source
