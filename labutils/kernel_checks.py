@@ -108,15 +108,29 @@ def check_merge_softmax_stats(fn) -> None:
 
     rng = np.random.default_rng(5)
     parts = [([1.0], [2.0]), ([0.5, -3.0], [10.0, 9.0, 8.0]), (rng.standard_normal(5) * 50, rng.standard_normal(7) * 50),
-             ([1000.0, 999.0], [-1000.0]), ([-np.inf], [0.25, 3.0]), ([4.0], [-np.inf, -np.inf])]
+             ([1000.0, 999.0], [-1000.0]), ([-np.inf], [0.25, 3.0]), ([4.0], [-np.inf, -np.inf]),
+             ([-np.inf], [-np.inf, -np.inf])]  # both sides empty: (−inf, 0), not nan
     cases = []
     for a, b in parts:
         full = np.concatenate([np.asarray(a, float), np.asarray(b, float)])
         cases.append(Case(f"stats of {np.round(np.asarray(a, float), 2).tolist()} + {np.round(np.asarray(b, float), 2).tolist()}",
                           (stats(a), stats(b)), tuple(float(v) for v in stats(full))))
-    run_cases(EX_MERGE, fn, cases, rtol=1e-9, atol=1e-12,
+    def verdict(got, case):
+        try:
+            m, d = (float(np.asarray(v)) for v in got)
+        except (TypeError, ValueError):
+            return f"expected a pair (m, d) of two numbers, got {got!r}"
+        (m_want, d_want), pair = case.expected, f"(m, d) = ({m:.6g}, {d:.6g})"
+        if np.isnan(m) or np.isnan(d):
+            return f"got {pair}: a nan — with m = −inf on a side, m_side − m is −inf − (−inf) = nan; give that side weight 0"
+        if np.isinf(m_want):
+            return None if (m == m_want and d == d_want) else f"expected (−inf, 0): no elements at all, got {pair}"
+        return _compare_array(np.array([m, d]), np.array([m_want, d_want]), rtol=1e-9, atol=1e-12)
+
+    run_cases(EX_MERGE, fn, cases, check=verdict,
               hint="m = max(m_a, m_b); each sum was taken relative to its own max, so rescale: "
-                   "d = d_a·exp(m_a − m) + d_b·exp(m_b − m). A side with m = −inf has d = 0 and contributes nothing",
+                   "d = d_a·exp(m_a − m) + d_b·exp(m_b − m). A side with m = −inf has d = 0 and contributes nothing — "
+                   "when both are −inf, m − m is nan, so treat that side's factor as 0 (np.where / np.isneginf)",
               cost=lambda: "one merge is 2 exp and 3 multiply-adds, whatever the block sizes")
 
 
@@ -132,11 +146,111 @@ def check_online_softmax(fn) -> None:
              ("3-D input (2, 3, 33), block 8", rng.standard_normal((2, 3, 33)), 8)]
     cases = [Case(name, (x,), torch.softmax(torch.from_numpy(x), dim=-1).numpy(), kwargs=dict(block_size=bs))
              for name, x, bs in specs]
-    run_cases(EX_ONLINE, fn, cases, rtol=1e-9, atol=1e-12,
-              hint="keep m (running max) and d (running sum) per row, both shaped x.shape[:-1]; for each block merge in "
-                   "(block max, sum of exp(block − block max)) with merge_softmax_stats; finally exp(x − m) / d",
-              cost=lambda: "3 memory accesses per element (read for stats, read and write to normalise) instead of safe "
-                           "softmax's 4 (Milakov & Gimelshein 2018)")
+    seen = {}  # largest read of the last run, for the cost line
+
+    def run(x, block_size):
+        reader = BlockReader(x, -1)
+        out = fn(reader, block_size)
+        seen.update(worst=max(reader.log, default=0), block=block_size, n=x.shape[-1])
+        return dict(out=out, log=reader.log)
+
+    def verdict(got, case):
+        return (_compare_array(got["out"], case.expected, rtol=1e-9, atol=1e-12)
+                or _too_much(got["log"], case.kwargs["block_size"], "each row"))
+
+    run_cases(EX_ONLINE, run, cases, check=verdict,
+              hint="keep m (running max) and d (running sum) per row, both shaped x.shape[:-1]; for each block x[..., s:s+b] "
+                   "merge in (block max, sum of exp(block − block max)) with merge_softmax_stats; then a second blockwise "
+                   "pass writes exp(block − m) / d into an output made with np.empty_like(x)",
+              cost=lambda: (f"your function read at most {seen['worst']} of a row's {seen['n']} positions at once "
+                            f"(block_size {seen['block']}): 3 memory accesses per element (read for stats, read and write "
+                            f"to normalise) instead of safe softmax's 4 (Milakov & Gimelshein 2018)"))
+
+
+class BlockReader(np.lib.mixins.NDArrayOperatorsMixin):
+    """An input array that records how many positions along one axis (the sequence axis) each read
+    touches. Slicing returns a plain ndarray and notes its extent; any whole-array use (arithmetic,
+    ``np.asarray``, methods such as ``.max()``) counts as reading every position. Shape queries and
+    ``np.empty_like``-style allocation read nothing; ``swapaxes``/``transpose`` give a view that still
+    tracks the axis. Left out on purpose: reads through ``np.asarray`` of a slice's base, torch views."""
+
+    _NO_READ = {np.empty_like, np.zeros_like, np.ones_like, np.full_like, np.shape, np.ndim, np.size, np.result_type}
+
+    def __init__(self, a: np.ndarray, axis: int, log: list | None = None):
+        self._a, self._axis = a, axis % a.ndim
+        self.log = [] if log is None else log  # extents of every read, shared by views
+
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    itemsize = property(lambda self: self._a.itemsize)
+    nbytes = property(lambda self: self._a.nbytes)
+    __len__ = lambda self: len(self._a)
+
+    def _full(self) -> np.ndarray:
+        self.log.append(self._a.shape[self._axis])
+        return self._a
+
+    def __getitem__(self, idx):
+        idx = _unwrap(idx)
+        shape = [1] * self._a.ndim
+        shape[self._axis] = -1
+        pos = np.broadcast_to(np.arange(self._a.shape[self._axis]).reshape(shape), self._a.shape)[idx]
+        self.log.append(int(np.unique(pos).size))
+        return self._a[idx]
+
+    def swapaxes(self, a1, a2):
+        axes = list(range(self.ndim))
+        axes[a1], axes[a2] = axes[a2], axes[a1]
+        return self.transpose(axes)
+
+    def transpose(self, *axes):
+        axes = list(axes[0]) if len(axes) == 1 and not isinstance(axes[0], int) else list(axes) or list(range(self.ndim))[::-1]
+        axes = [a % self.ndim for a in axes]
+        return BlockReader(self._a.transpose(axes), axes.index(self._axis), self.log)
+
+    T = property(lambda self: self.transpose())
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._full()
+        return a if dtype is None else a.astype(dtype)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        inputs = [x._full() if isinstance(x, BlockReader) else x for x in inputs]
+        return getattr(ufunc, method)(*inputs, **_unwrap(kwargs))
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func is np.swapaxes:
+            return args[0].swapaxes(*args[1:], **kwargs)
+        if func is np.transpose:
+            return args[0].transpose(*args[1:], **kwargs)
+        if func in self._NO_READ:
+            return func(*[x._a if isinstance(x, BlockReader) else x for x in args], **kwargs)
+        return func(*_unwrap(args), **_unwrap(kwargs))
+
+    def __getattr__(self, name):  # any other ndarray method (.max, .copy, .astype, .reshape…) reads it all
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._full(), name)
+
+
+def _unwrap(x):
+    if isinstance(x, BlockReader):
+        return x._full()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_unwrap(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _unwrap(v) for k, v in x.items()}
+    return x
+
+
+def _too_much(log: list, block_size: int, what: str) -> str | None:
+    worst = max(log, default=0)
+    if worst > block_size:
+        return (f"the answer is right, but your function read {worst} positions of {what} at once; block_size is "
+                f"{block_size}, so read at most {block_size} at a time (slice blocks, never use the whole array)")
+    return None
 
 
 def _compare_array(got, want, *, rtol, atol):
@@ -158,13 +272,22 @@ def check_flash_attention(fn) -> None:
         cases.append(Case(f"shape {shape}, block {bs}, causal={causal}" + (", scores ≈ ±100" if shape == (1, 64, 16) else ""),
                           (q, k, v), want, kwargs=dict(block_size=bs, causal=causal)))
 
+    seen = {}  # largest read of the last run, for the cost line
+
+    def run(q, k, v, block_size, causal):
+        log = []
+        readers = [BlockReader(t, -2, log) for t in (q, k, v)]
+        out = fn(*readers, block_size=block_size, causal=causal)
+        seen.update(worst=max(log, default=0), block=block_size, T=q.shape[-2])
+        return dict(out=out, log=log)
+
     def verdict(got, case):
+        log, got = got["log"], got["out"]
         got = got.detach().numpy() if isinstance(got, torch.Tensor) else got
-        want = case.expected
-        why = _compare_array(got, want, rtol=1e-7, atol=1e-9)
+        why = _compare_array(got, case.expected, rtol=1e-7, atol=1e-9)
         if why is None and got.dtype != np.float64:
             why = f"float64 inputs should give a float64 output (compute in the input's dtype), got {got.dtype}"
-        return why
+        return why or _too_much(log, case.kwargs["block_size"], "the sequence (rows of q, k or v)")
 
     def cost():
         N, d, M = 256, 32, 8192
@@ -172,10 +295,11 @@ def check_flash_attention(fn) -> None:
         std, fl = FastMemory(M), FastMemory(M)
         standard_attention_sim(std, *x)
         flash_attention_sim(fl, *x)
-        return (f"N={N}, d={d}: {4 * N * N * d:,} FLOPs either way; slow-memory traffic with M={M:,} words: "
+        return (f"your function read at most {seen['worst']} of {seen['T']} rows of q, k, v at once (block_size "
+                f"{seen['block']}). Simulator, N={N}, d={d}: {4 * N * N * d:,} FLOPs either way; slow-memory traffic with M={M:,} words: "
                 f"standard {std.traffic:,} words, tiled {fl.traffic:,} ({std.traffic / fl.traffic:.1f}× less)")
 
-    run_cases(EX_FLASH, fn, cases, check=verdict,
+    run_cases(EX_FLASH, run, cases, check=verdict,
               hint="per query block keep m, l and an unnormalised accumulator; per key block: s = q_i·k_jᵀ/√d (mask with "
                    "-inf where key > query if causal), m_new = max(m, rowmax s), p = exp(s − m_new), "
                    "rescale l and the accumulator by exp(m − m_new), add p.sum and p·v_j; divide by l at the end",

@@ -42,7 +42,7 @@ class Chip:
 
 
 _BOOK = "Austin et al. 2025, 'How to Scale Your Model' (chip tables)"
-# Vendors' datasheets and the book's tables, as collected in the course's REFERENCE_FACTS §3.
+# Vendors' datasheets (dense bf16 FLOP/s, HBM capacity and bandwidth) and the book's chip tables (Austin et al. 2025).
 A100_SXM = Chip("A100 SXM", 312e12, 80e9, 2.04e12, "NVLink 600 GB/s bidi", "NVIDIA A100 datasheet; " + _BOOK)
 H100_SXM = Chip("H100 SXM", 989e12, 80e9, 3.35e12, "NVLink 900 GB/s bidi", "NVIDIA H100 datasheet (1,979 TF is with 2:4 sparsity); " + _BOOK)
 H200 = Chip("H200", 989e12, 141e9, 4.8e12, "NVLink 900 GB/s bidi", "NVIDIA H200 datasheet; " + _BOOK)
@@ -86,7 +86,7 @@ def roofline_time(flops: float, bytes_moved: float, peak_flops: float, bandwidth
 
 
 def kv_bytes_per_token(n_layers: int, n_kv_heads: int, head_dim: int, bytes_per_element: float) -> float:
-    """KV-cache bytes one token adds: 2 (K and V) · n_layers · n_kv_heads · head_dim · bytes (REFERENCE_FACTS §3)."""
+    """KV-cache bytes one token adds: 2 (K and V) · n_layers · n_kv_heads · head_dim · bytes ("How to Scale Your Model", inference chapter)."""
     return 2 * _positive("n_layers", n_layers) * _positive("n_kv_heads", n_kv_heads) * _positive("head_dim", head_dim) * \
         _positive("bytes_per_element", bytes_per_element)
 
@@ -95,8 +95,11 @@ def decode_step_time(chip: Chip, n_params: float, batch: int, context: int, kv_b
                      bytes_per_param: float = 2.0) -> dict:
     """Lower bounds for one decode step of ``batch`` sequences each holding ``context`` cached tokens.
 
-    memory: (weight bytes + batch · context · KV bytes per token) / HBM bandwidth (REFERENCE_FACTS §3);
-    compute: 2 · n_params · batch / peak (attention FLOPs left out: they are small next to the weights').
+    memory: (weight bytes + batch · context · KV bytes per token) / HBM bandwidth ("How to Scale Your Model",
+    inference chapter); compute: 2 · n_params · batch / peak. Attention FLOPs are left out: they are not
+    small at long context (≈4 · layers · d_model · context per token, comparable to 2N at 32k), but they
+    come with the KV reads, so the KV bytes cap the step's intensity at ≈ 2N / (context · KV bytes per
+    token) however large the batch — the memory bound stays the binding one there.
     """
     if batch < 1 or context < 0:
         raise ValueError(f"batch must be >= 1 and context >= 0, got {batch}, {context}")

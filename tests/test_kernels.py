@@ -146,3 +146,74 @@ def test_attention_in_simulator_is_exact_and_scales_as_theorem_2():
 def test_compile_demo_reports_a_timeout_in_words():
     res = kernels.compile_demo(1024, timeout_s=0.5)
     assert res["ok"] is False and "did not finish within" in res["reason"]
+
+
+# ----------------------------------------------------------------------------- the checkers catch shortcuts
+
+
+def _blockwise_softmax(x, block_size):
+    m, d = np.full(x.shape[:-1], -np.inf), np.zeros(x.shape[:-1])
+    for s in range(0, x.shape[-1], block_size):
+        blk = x[..., s:s + block_size]
+        m_blk = blk.max(axis=-1)
+        m, d = kernels.merge_softmax_stats((m, d), (m_blk, np.exp(blk - np.where(np.isneginf(m_blk), 0.0, m_blk)[..., None]).sum(-1)))
+    out = np.empty_like(x)
+    for s in range(0, x.shape[-1], block_size):
+        out[..., s:s + block_size] = np.exp(x[..., s:s + block_size] - m[..., None]) / d[..., None]
+    return out
+
+
+def test_checkers_refuse_whole_array_answers(capsys):
+    from labutils.checks import CheckFailed
+    from labutils.kernel_checks import check_flash_attention, check_merge_softmax_stats, check_online_softmax
+
+    check_online_softmax(_blockwise_softmax)  # reads blocks: passes
+    check_flash_attention(_flash_blocks)
+    full_softmax = lambda x, block_size: np.exp(x - x.max(-1, keepdims=True)) / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    with pytest.raises(CheckFailed):
+        check_online_softmax(full_softmax)  # right numbers, whole rows at once
+    with pytest.raises(CheckFailed):
+        check_flash_attention(lambda q, k, v, block_size, causal: kernels.attention_reference(q, k, v, causal=causal))
+    assert "read 100 positions" in capsys.readouterr().out
+
+    def naive_merge(a, b):  # no −inf handling: (−inf, 0) + (−inf, 0) gives nan
+        m = np.maximum(a[0], b[0])
+        return m, a[1] * np.exp(a[0] - m) + b[1] * np.exp(b[0] - m)
+
+    with np.errstate(invalid="ignore"), pytest.raises(CheckFailed):
+        check_merge_softmax_stats(naive_merge)
+    check_merge_softmax_stats(kernels.merge_softmax_stats)
+
+
+def _flash_blocks(q, k, v, block_size, causal):
+    """The notebook's solution shape: only ever slices block_size rows of q, k, v."""
+    T, d = q.shape[-2], q.shape[-1]
+    out = np.empty_like(q)
+    for i in range(0, T, block_size):
+        q_i = q[..., i:i + block_size, :] / np.sqrt(d)
+        rows = np.arange(i, min(i + block_size, T))[:, None]
+        m, l, acc = np.full(q_i.shape[:-1], -np.inf), np.zeros(q_i.shape[:-1]), np.zeros(q_i.shape)
+        for j in range(0, T, block_size):
+            if causal and j > rows.max():
+                break
+            s = q_i @ np.swapaxes(k[..., j:j + block_size, :], -1, -2)
+            if causal:
+                s = np.where(np.arange(j, min(j + block_size, T))[None, :] <= rows, s, -np.inf)
+            m_new = np.maximum(m, s.max(axis=-1))
+            p, alpha = np.exp(s - m_new[..., None]), np.exp(m - m_new)
+            l, acc, m = alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v[..., j:j + block_size, :], m_new
+        out[..., i:i + block_size, :] = acc / l[..., None]
+    return out
+
+
+def test_block_reader_extents():
+    from labutils.kernel_checks import BlockReader
+
+    x = np.arange(2 * 10 * 3, dtype=float).reshape(2, 10, 3)
+    r = BlockReader(x, -2)
+    assert np.empty_like(r).shape == x.shape and r.shape[-2] == 10 and r.log == []  # shape and allocation read nothing
+    np.testing.assert_array_equal(r[..., 2:6, :], x[..., 2:6, :])
+    np.testing.assert_array_equal(r.swapaxes(-1, -2)[..., 7:9], x[..., 7:9, :].swapaxes(-1, -2))  # a view, then 2 rows
+    assert r.log == [4, 2]
+    (r * 2, r.max(), np.asarray(r))
+    assert r.log[2:] == [10, 10, 10]

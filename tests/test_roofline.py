@@ -11,7 +11,7 @@ from labutils import roofline as rl
 def test_matmul_intensity_closed_form():
     assert rl.matmul_intensity(2, 3, 4, 2) == pytest.approx(2 * 2 * 3 * 4 / (2 * (6 + 12 + 8)))
     assert rl.matmul_intensity(4096, 4096, 4096, 2) == pytest.approx(4096 / 3)
-    # a decode GEMV in bf16 is ≈ 1 FLOP/B, and AI ≈ B when B ≪ D, F (REFERENCE_FACTS §3)
+    # a decode GEMV in bf16 is ≈ 1 FLOP/B, and AI ≈ B when B ≪ D, F ("How to Scale Your Model", roofline chapter)
     assert rl.matmul_intensity(1, 8192, 8192, 2) == pytest.approx(1.0, rel=1e-3)
     assert rl.matmul_intensity(64, 8192, 8192, 2) == pytest.approx(64, rel=0.02)
 
@@ -34,7 +34,7 @@ def test_bad_inputs_raise(bad):
 
 
 def test_chip_table_ridges():
-    # ridge points listed in REFERENCE_FACTS §3
+    # ridge points from the vendors' datasheets (dense bf16 FLOP/s ÷ HBM bandwidth)
     for chip, ridge in [(rl.A100_SXM, 153), (rl.H100_SXM, 295), (rl.H200, 206), (rl.TPU_V5E, 240), (rl.TPU_V6E, 560)]:
         assert chip.ridge == pytest.approx(ridge, rel=0.01), chip.name
     assert all(c.source for c in rl.CHIPS.values())
@@ -74,7 +74,7 @@ def test_peak_flops_measurement_is_sane_and_quick():
 
 
 def test_big_matmul_beats_tiny_one():
-    # 8³ is a few µs of overhead around 1 kFLOP; 512³ is 268 MFLOP of real work (REFERENCE_FACTS §3: small
+    # 8³ is a few µs of overhead around 1 kFLOP; 512³ is 268 MFLOP of real work (small
     # matmuls are overhead-bound) — a gap of orders of magnitude, so noise from other programs cannot flip it
     big = rl.measure_peak_flops(torch.float32, max_n=512, max_seconds=2.0, repeats=5, threads=1)
     tiny = rl.measure_peak_flops(torch.float32, max_n=8, max_seconds=0.5, repeats=20, threads=1)
