@@ -179,18 +179,44 @@ def check_drop_over_capacity(fn) -> None:
                            "were dropped — those tokens ride the residual past that expert")
 
 
+def _value_and_grad(fn, logits, idx):
+    x = logits.clone().requires_grad_(True)
+    out = fn(x, idx)
+    if not torch.is_tensor(out) or out.numel() != 1:
+        return "not a one-element tensor", None
+    if not out.requires_grad:
+        return float(out.detach()), None
+    (grad,) = torch.autograd.grad(out.reshape(()), x)
+    return float(out.detach()), grad
+
+
 def check_load_balancing_loss(fn) -> None:
     g = torch.Generator().manual_seed(5)
-    cases = [Case("uniform routing", (torch.zeros(8, 4), torch.arange(8).view(8, 1) % 4), 1.0,
-                  hint="uniform f and P give E · E · (1/E)² = 1")]
+    specs = [("uniform routing", torch.zeros(8, 4), torch.arange(8).view(8, 1) % 4)]
     for T, E, k in [(32, 4, 1), (64, 8, 2), (16, 16, 4)]:
         logits = torch.randn(T, E, generator=g) * 2
-        idx = logits.topk(k, -1).indices
-        cases.append(Case(f"T={T}, E={E}, k={k}", (logits, idx), float(load_balancing_loss(logits, idx))))
+        specs.append((f"T={T}, E={E}, k={k}", logits, logits.topk(k, -1).indices))
     collapsed = torch.zeros(8, 4)
     collapsed[:, 0] = 5.0
-    cases.append(Case("everything on expert 0", (collapsed, torch.zeros(8, 1, dtype=torch.long)),
-                      float(load_balancing_loss(collapsed, torch.zeros(8, 1, dtype=torch.long)))))
-    run_cases(EX_BALANCE, fn, cases, rtol=1e-5, atol=1e-6,
+    specs.append(("everything on expert 0", collapsed, torch.zeros(8, 1, dtype=torch.long)))
+    cases = [Case(name, (x, idx), _value_and_grad(load_balancing_loss, x, idx),
+                  hint="uniform f and P give E · E · (1/E)² = 1" if name.startswith("uniform") else None)
+             for name, x, idx in specs]
+
+    def verdict(got, case):
+        (val, grad), (want, want_grad) = got, case.expected
+        if isinstance(val, str):
+            return "return a scalar tensor, e.g. E * (f * P).sum()"
+        if abs(val - want) > 1e-6 + 1e-5 * abs(want):
+            return f"value {val:.6g}, expected {want:.6g}"
+        if grad is None:
+            return ("the value is right but carries no gradient: compute P with torch ops on router_logits "
+                    "(softmax, mean) — no .item(), no numpy, no torch.no_grad()")
+        if not torch.allclose(grad, want_grad, rtol=1e-4, atol=1e-6):
+            return ("the value is right but its gradient is not: only P_i (the mean softmax) should carry one — "
+                    "f_i is a count, so build it without the logits' graph")
+        return None
+
+    run_cases(EX_BALANCE, lambda x, idx: _value_and_grad(fn, x, idx), cases, check=verdict,
               hint="f_i counts assignments (all T·k of them, before dropping); P_i averages softmax probabilities; "
                    "multiply Σ f_i·P_i by E")

@@ -1,7 +1,8 @@
 """Lab 04: what a decode step costs under each layout — bytes, messages, an α–β + roofline latency
 model, memory per chip — with reference chips and links, and the lab's cost checkers.
 
-Communication: α per message + bytes ÷ β. Compute per layer on one rank: the roofline
+Communication: every rank sends its messages one after another, so an all-to-all over P ranks costs
+(P − 1)·α + bytes ÷ β on each rank (α per peer message, β one way per chip). Compute per layer on one rank: the roofline
 max(FLOPs ÷ peak, weight and KV bytes touched ÷ memory bandwidth) plus a fixed overhead (framework
 and kernel launches; 0 for the reference chips). At batch B only ≈ E·(1 − (1 − k/E)^B) of E
 experts are read (REFERENCE_FACTS §3). ``moe_serving`` re-exports everything public here.
@@ -39,16 +40,23 @@ class Machine:
     alpha_s: float
     hbm_bytes: float = float("inf")
     expert_s: float = 0.0  # fixed overhead per expert call (the Python expert loop on CPU; 0 on the reference chips)
+    a2a_per_layer: int = 3  # all-to-alls per MoE layer: 3 in this lab's gloo code (counts, rows, outputs), 2 on real stacks
+    dispatch_bytes: float | None = None  # bytes per dispatched value (None: the activation bytes; 1 for fp8 dispatch)
 
 
-# Chips: REFERENCE_FACTS §3 (vendors' tables, "How to Scale Your Model"); links: NVLink 900 GB/s bidi
-# = 450 GB/s one way per H100; InfiniBand 50 GB/s per GPU (DeepSeek-V3, arXiv 2412.19437); ICI
-# 9e10 B/s per link one way (TPU v5p). α = 1 µs per message: the book's rule that collectives are
-# latency-bound below ≈ W × 1 µs bytes (inference chapter). Defined here because labutils.roofline
-# (the shared chip table) did not exist when this lab was written.
-H100_NVLINK = Machine("H100 + NVLink", 989e12, 3.35e12, 450e9, 1e-6, 80e9)
-H100_INFINIBAND = Machine("H100 + InfiniBand", 989e12, 3.35e12, 50e9, 1e-6, 80e9)
-TPU_V5P_ICI = Machine("TPU v5p + ICI", 459e12, 2.77e12, 9e10, 1e-6, 95e9)
+# Chips: vendors' tables and "How to Scale Your Model"; links: NVLink 900 GB/s bidi = 450 GB/s one way
+# per H100, in domains of 8 GPUs; InfiniBand 50 GB/s per GPU (DeepSeek-V3, arXiv 2412.19437); ICI
+# 9e10 B/s per link one way (TPU v5p). α = 0.68 µs per peer message: solved from DeepEP's low-latency
+# kernels (deepseek-ai/DeepEP README: 77 + 114 µs at EP8, 194 + 360 µs at EP256, pure RDMA over
+# InfiniBand); we assume the same α over NVLink. TPU: α = 1 µs, the book's rule that collectives are
+# latency-bound below ≈ W × 1 µs bytes; the torus topology is left out. Real stacks run two
+# all-to-alls per MoE layer with fp8 dispatch and bf16 combine (DeepSeek-V3). Defined here because
+# labutils.roofline (the shared chip table) did not exist when this lab was written.
+DEEPEP_ALPHA_S = 0.68e-6
+_REAL = dict(a2a_per_layer=2, dispatch_bytes=1)
+H100_NVLINK = Machine("H100, NVLink only (hypothetical)", 989e12, 3.35e12, 450e9, DEEPEP_ALPHA_S, 80e9, **_REAL)
+H100_INFINIBAND = Machine("H100 + InfiniBand", 989e12, 3.35e12, 50e9, DEEPEP_ALPHA_S, 80e9, **_REAL)
+TPU_V5P_ICI = Machine("TPU v5p + ICI", 459e12, 2.77e12, 9e10, 1e-6, 95e9, **_REAL)
 REFERENCE_MACHINES = (H100_NVLINK, H100_INFINIBAND, TPU_V5P_ICI)
 # A DeepSeek-V3-sized MoE stack (arXiv 2412.19437): d_model 7168, 256 routed experts, top-8 (+1 shared
 # treated as routed, k = 9), 58 MoE layers; d_ff 2048 per expert (3 matrices, SwiGLU) matches its
@@ -109,7 +117,11 @@ def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int
 
     A pipeline with n_layers not divisible by world_size is paced by its deepest stage (ceil(L/P) layers).
     dense_params: replicated non-expert weights per layer (default d_model² + d_model·E, the lab's
-    CPU stack); kv_bytes: KV-cache bytes read per token per layer. Returns compute_s, comm_s, total_s.
+    CPU stack); kv_bytes: KV-cache bytes read per token per layer. Returns compute_s, comm_s, total_s,
+    and comm_s split into alpha_s (message latency) and bytes_s (bytes ÷ β) on the critical path.
+    ep, per layer: m.a2a_per_layer all-to-alls, each (P − 1)·α; rows go out at m.dispatch_bytes per
+    value (d_model + 1 values: the row and its expert id) and come back at act_bytes. A third
+    all-to-all (m.a2a_per_layer == 3) carries the int64 send counts, as this lab's gloo code does.
     """
     P, L, E = world_size, n_layers, n_experts
     if layout == "ep" and E % P:
@@ -124,16 +136,22 @@ def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int
         t = T / P
         compute = L * _layer_compute(m, t, T * k / P, experts_touched(E, k, T) / P, **kw)
         rows = t * k * (P - 1) / P
-        comm = L * (3 * (P - 1) * m.alpha_s + ((P - 1) * COUNT_BYTES + rows * (2 * d_model + 1) * act_bytes) / beta)
-        return dict(compute_s=compute, comm_s=comm, total_s=compute + comm)
+        disp = act_bytes if m.dispatch_bytes is None else m.dispatch_bytes
+        counts = (P - 1) * COUNT_BYTES if m.a2a_per_layer == 3 else 0
+        alpha = L * m.a2a_per_layer * (P - 1) * m.alpha_s
+        nbytes = L * (counts + rows * ((d_model + 1) * disp + d_model * act_bytes)) / beta
+        return dict(compute_s=compute, comm_s=alpha + nbytes, total_s=compute + alpha + nbytes, alpha_s=alpha, bytes_s=nbytes)
     if layout == "pp":
         b = T / n_micro
-        stage = math.ceil(L / P) * _layer_compute(m, b, b * k, experts_touched(E, k, b), **kw)  # the deepest stage paces
+        layer = _layer_compute(m, b, b * k, experts_touched(E, k, b), **kw)
+        stage = math.ceil(L / P) * layer  # the deepest stage paces the micro-batches behind the first
         hop = m.alpha_s + b * d_model * act_bytes / beta
         loop = m.alpha_s + batch * COUNT_BYTES / beta
-        total = P * stage + (P - 1) * hop + (n_micro - 1) * max(stage, hop) + loop
-        compute = (P + n_micro - 1) * stage
-        return dict(compute_s=compute, comm_s=total - compute, total_s=total)
+        # the first micro-batch passes every stage in turn (L layers), the others follow one stage apart
+        total = L * layer + (P - 1) * hop + (n_micro - 1) * max(stage, hop) + loop
+        compute = L * layer + (n_micro - 1) * stage
+        alpha = min(P * m.alpha_s, total - compute)
+        return dict(compute_s=compute, comm_s=total - compute, total_s=total, alpha_s=alpha, bytes_s=total - compute - alpha)
     raise ValueError(f"layout must be 'ep' or 'pp', got {layout!r}")
 
 
@@ -192,7 +210,7 @@ def check_dispatch_splits(fn) -> None:
     n = dispatch_splits(idx, drop, E, P)
     run_cases(EX_SPLITS, fn, cases, atol=0, rtol=0, hint="expert e lives on rank e // (n_experts // world_size); count live assignments per rank",
               cost=lambda: f"in the P=4 case rank 0 keeps {int(n[0])} rows and sends {int(n[1:].sum())} rows "
-                           f"({int(n[1:].sum()) * 257 * 4:,} bytes at d_model 256 fp32, plus the expert id) in 3 messages")
+                           f"({int(n[1:].sum()) * 257 * 4:,} bytes at d_model 256 fp32: each row plus its expert id) in 3 messages")
 
 
 def check_comm_per_step(fn) -> None:

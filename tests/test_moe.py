@@ -112,6 +112,17 @@ def test_checkers_accept_reference_and_reject_wrong(capsys):
         check_drop_over_capacity(lambda idx, E, cap: torch.zeros_like(idx, dtype=torch.bool))
     with pytest.raises(CheckFailed):  # forgets the factor E
         check_load_balancing_loss(lambda lg, idx: load_balancing_loss(lg, idx) / lg.shape[1])
+    with pytest.raises(CheckFailed):  # right value, no gradient
+        check_load_balancing_loss(lambda lg, idx: load_balancing_loss(lg.detach(), idx))
+
+    def grad_through_f(lg, idx):  # right value, but a gradient that also flows through a soft f
+        E = lg.shape[1]
+        f_hard = torch.bincount(idx.reshape(-1), minlength=E).float() / idx.numel()
+        p = lg.softmax(-1)
+        f = f_hard + p.mean(0) - p.mean(0).detach()
+        return E * (f * p.mean(0)).sum()
+    with pytest.raises(CheckFailed):
+        check_load_balancing_loss(grad_through_f)
 
     def stub(*a):
         raise NotImplementedError

@@ -137,3 +137,20 @@ def test_cost_checkers():
                             ((kw["world_size"] - 1) * kw["batch"] * kw["d_model"] * 4, (kw["world_size"] - 1) * kw["n_micro"]))
     with pytest.raises(CheckFailed):  # sends dropped assignments too
         check_dispatch_splits(lambda idx, drop, E, P: torch.bincount(idx.flatten() // (E // P), minlength=P))
+
+
+def test_reference_machines_two_all_to_alls_fp8_dispatch_and_pp_sums_stages():
+    # DeepSeek-V3-like: k = 8, d_model 7168, fp8 dispatch + bf16 combine, two all-to-alls ≈ 172 KB per token per layer
+    m = Machine("bytes", 1e30, 1e30, 1.0, 1e-6, a2a_per_layer=2, dispatch_bytes=1)
+    P, B, L = 256, 256, 3
+    r = step_latency("ep", m, batch=B, d_model=7168, d_ff=8, n_experts=256, k=8, n_layers=L, world_size=P, act_bytes=2)
+    per_token_layer = r["bytes_s"] / L / (B / P)  # β = 1 B/s: seconds are bytes per rank
+    assert per_token_layer == pytest.approx(8 * (P - 1) / P * (7168 * 3 + 1))
+    assert 170e3 < per_token_layer < 173e3
+    assert r["alpha_s"] == pytest.approx(L * 2 * (P - 1) * 1e-6)
+    assert r["comm_s"] == pytest.approx(r["alpha_s"] + r["bytes_s"])
+    # one micro-batch: stages run one after another, so compute is the sum of the stages (L layers), not P·ceil(L/P)
+    shape = dict(d_model=64, d_ff=64, n_experts=8, k=2, world_size=2)
+    toy = Machine("toy", 4e10, 8e9, 2e9, 5e-5, expert_s=4e-5)
+    c4, c5 = (step_latency("pp", toy, batch=1, n_layers=L, **shape)["compute_s"] for L in (4, 5))
+    assert c5 == pytest.approx(c4 * 5 / 4)
