@@ -43,6 +43,8 @@ class Exercise:
     name: str  # the function the learner writes, e.g. "kd_loss"
 
     def __post_init__(self):
+        if not self.name.isidentifier():  # verdict lines and the progress record name the learner's function
+            raise ValueError(f"Exercise name must be the learner's function name (an identifier), got {self.name!r}")
         _REGISTRY.setdefault(self.notebook, {})[self.number] = self
 
     @property

@@ -182,10 +182,10 @@ def sparse_bytes_per_token(k: int, *, index_bytes: int = 4, value_bytes: int = 2
 # References below are plain float64 loops over the definition, independent of kd_loss above.
 
 NOTEBOOK = "02_distillation"
-EX_KD_LOSS = Exercise(NOTEBOOK, "1.1", "kd_loss (temperature, forward KL)")
+EX_KD_LOSS = Exercise(NOTEBOOK, "1.1", "kd_forward")
 EX_REVERSE_KL = Exercise(NOTEBOOK, "1.2", "reverse_kl")
 EX_JSD = Exercise(NOTEBOOK, "1.3", "jsd")
-EX_TOPK = Exercise(NOTEBOOK, "4.1", "topk_targets")
+EX_TOPK = Exercise(NOTEBOOK, "4.1", "topk")
 
 
 def _ref64(student, teacher, tau, kind, beta=0.5) -> float:

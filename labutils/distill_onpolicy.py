@@ -98,7 +98,7 @@ def gkd_hook(language, lam: float, *, divergence: str = "reverse_kl", seed: int 
 
 # ----------------------------------------------------------------------------- checker (notebook 02)
 
-EX_ONPOLICY = Exercise("02_distillation", "5.1", "onpolicy_loss (one on-policy step's loss)")
+EX_ONPOLICY = Exercise("02_distillation", "5.1", "onpolicy_loss")
 
 
 def check_onpolicy_loss(fn) -> None:
