@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labutils import torch_threads
+
 # ----------------------------------------------------------------------------- real chips
 
 
@@ -231,27 +233,6 @@ def best_time(fn, *, repeats: int = 5, warmup: int = 1, max_seconds: float = 2.0
     return times
 
 
-class _threads:
-    """Run a block with ``n`` torch threads (None: leave as is), then restore the previous count."""
-
-    def __init__(self, n):
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"threads must be a positive int or None, got {n!r}")
-        self.n = n
-
-    def __enter__(self):
-        import torch
-
-        self.before = torch.get_num_threads()
-        if self.n:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.before)
-
-
 def best_threads(max_seconds: float = 1.5) -> int:
     """1 or all usable cores, whichever runs a 512² fp32 matmul and a 4M-element add faster right now.
 
@@ -269,7 +250,7 @@ def best_threads(max_seconds: float = 1.5) -> int:
     work = lambda: (a @ a, torch.add(x, x, out=out))  # noqa: E731
     timings = {}
     for n in (1, cores, 1, cores):  # interleaved, so a burst of load hits both
-        with _threads(n):
+        with torch_threads(n):
             t = min(best_time(work, repeats=5, max_seconds=max_seconds / 4))
         timings[n] = min(t, timings.get(n, math.inf))
     return min(timings, key=timings.get)
@@ -287,7 +268,7 @@ def measure_peak_flops(dtype=None, *, device: str = "cpu", max_n: int = 4096, ta
     _positive("max_seconds", max_seconds)
     if device != "cpu" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for but torch sees no CUDA GPU")
-    with _threads(threads):
+    with torch_threads(threads):
         return _peak(torch, dtype, device, max_n, target_s, max_seconds, repeats)
 
 
@@ -339,7 +320,7 @@ def measure_bandwidth(kind: str = "triad", *, array_bytes: int | None = None, re
     a = torch.empty_like(b)
     fn = (lambda: a.copy_(b)) if kind == "copy" else (lambda: torch.add(b, c, alpha=3.0, out=a))
     per_element = 16 if kind == "copy" else 24
-    with _threads(threads):
+    with torch_threads(threads):
         times = best_time(fn, repeats=repeats, warmup=1, max_seconds=max_seconds,
                           sync=torch.cuda.synchronize if device != "cpu" else None)
     samples = [per_element * n / t for t in times]

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from labutils import torch_threads
 from labutils.checks import CheckFailed
 from labutils.distill import (
     check_jsd, check_kd_loss, check_reverse_kl, check_topk_targets, distinct_sampled_targets, kd_loss,
@@ -215,12 +216,8 @@ def test_shipped_teacher_retrains_to_the_same_model():
     from labutils.model import TinyGPT
 
     shipped = load_teacher()
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         run = train_teacher(cache=False, progress=False)
-    finally:
-        torch.set_num_threads(before)
     assert run.eval_loss == pytest.approx(shipped_eval_loss(), abs=0.02)
     fresh = TinyGPT(TEACHER_CONFIG)
     fresh.load_state_dict(run.state_dict)

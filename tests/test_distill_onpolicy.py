@@ -4,6 +4,7 @@ language itself has sequence reverse KL exactly 0, and its samples have the lang
 import pytest
 import torch
 
+from labutils import torch_threads
 from labutils.data import HMMLanguage
 from labutils.distill_onpolicy import check_onpolicy_loss, gkd_hook, onpolicy_loss, sample_student, sequence_reverse_kl
 from labutils.model import GPTConfig, TinyGPT
@@ -25,10 +26,8 @@ class OracleStudent(torch.nn.Module):
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # these tiny ops are overhead-bound; two threads on a busy 2-core machine wait
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):  # these tiny ops are overhead-bound; two threads on a busy 2-core machine wait
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,15 @@ def test_bad_tokens():
         model(torch.zeros(2, 4))
     with pytest.raises(ValueError, match="context_length"):
         model(torch.zeros(1, 13, dtype=torch.long))
+
+
+def test_torch_threads_restores_the_count():
+    from labutils import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError):
+        with torch_threads(0):
+            pass

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize, minimize_scalar
 
+from labutils import torch_threads
 from labutils.scaling import (ChinchillaFit, bootstrap_fits, chinchilla_loss, fit_chinchilla, fit_intervals,
                               isoflop_optimum, lbfgs, objective, percentile_interval, predict_interval)
 
@@ -158,7 +159,6 @@ def test_stored_sweep_reproduces():
     0.02–0.1 nats that separate neighbouring sizes of an IsoFLOP valley, so a pass means the stored
     valley is real. The cheapest points (fewest steps) keep the test to seconds.
     """
-    import torch
 
     from labutils.data import default_language
     from labutils.model import GPTConfig
@@ -168,14 +168,10 @@ def test_stored_sweep_reproduces():
     s = load_sweep()
     smallest = min(r["budget"] for r in s["runs"])
     rows = sorted((r for r in s["runs"] if r["budget"] == smallest), key=lambda r: -r["n_params"])[:2]  # fewest steps
-    threads = torch.get_num_threads()
-    torch.set_num_threads(s["meta"]["torch_threads"])
-    try:
+    with torch_threads(s["meta"]["torch_threads"]):
         for r in rows:
             got = train_lm(GPTConfig(**r["config"]), default_language(), tokens=r["tokens"],
                            batch_size=s["meta"]["design"]["batch_size"], lr=r["lr"], seed=r["seed"],
                            cache=False, progress=False)
             assert abs(got.eval_loss - r["eval_loss"]) < 0.01, (r["config"], got.eval_loss, r["eval_loss"])
             assert got.tokens == r["tokens"] and got.n_params == r["n_params"]
-    finally:
-        torch.set_num_threads(threads)
