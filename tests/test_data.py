@@ -75,8 +75,41 @@ def test_sample_is_deterministic(tiny):
 
 def test_default_language_is_fixed():
     lang = default_language()
-    assert (lang.n_states, lang.vocab_size) == (48, 64)
+    assert (lang.n_states, lang.vocab_size) == (256, 64)
     assert lang.fingerprint() == default_language().fingerprint()
+
+
+def test_default_language_leaves_much_to_learn():
+    """The scaling lab needs structure beyond bigrams: the exact floor is far below what one token of
+    context allows (a bigram model's best loss, computed exactly from the stationary chain)."""
+    lang = default_language()
+    x = lang.sample(400, 64, seed=3)
+    floor = lang.nll(x, from_position=32)  # far from the start: the entropy rate
+    A, B = lang.transition, lang.emission
+    pi = np.linalg.matrix_power(A, 400)[0]  # stationary state distribution
+    joint = (pi[:, None] * B).T @ A @ B  # (V, V): p(x_t = a, x_t+1 = b) in the stationary chain
+    cond = joint / joint.sum(1, keepdims=True)
+    bigram = float(-(joint * np.log(cond)).sum())
+    assert bigram - floor > 0.4, (bigram, floor)
+
+
+def test_sticky_language_structure():
+    lang = HMMLanguage.sticky(16, 8, seed=0, stay=0.8, zipf=0.5, transition_concentration=0.05,
+                              emission_concentration=0.1)
+    assert np.all(np.diag(lang.transition) >= 0.8)  # each state keeps itself at least `stay` of the time
+    zipf = np.arange(1, 17) ** -0.5
+    np.testing.assert_allclose(lang.initial, zipf / zipf.sum())
+    assert lang.fingerprint() == HMMLanguage.sticky(16, 8, seed=0, stay=0.8, zipf=0.5, transition_concentration=0.05,
+                                                    emission_concentration=0.1).fingerprint()
+
+
+@pytest.mark.parametrize("kw, words", [(dict(stay=1.0), "stay"), (dict(zipf=-1.0), "zipf"),
+                                       (dict(transition_concentration=0.0), "transition_concentration"),
+                                       (dict(emission_concentration=float("nan")), "emission_concentration")])
+def test_sticky_bad_arguments(kw, words):
+    args = dict(seed=0, stay=0.5, zipf=1.0, transition_concentration=0.1, emission_concentration=0.1) | kw
+    with pytest.raises(ValueError, match=words):
+        HMMLanguage.sticky(8, 4, **args)
 
 
 GOOD = dict(initial=[0.5, 0.5], transition=[[0.9, 0.1], [0.2, 0.8]], emission=[[0.5, 0.5], [0.1, 0.9]])
