@@ -7,7 +7,8 @@ E_{x∼student}[log p_student(x) − log p_true(x)], is computed exactly — bot
 log-likelihoods of the sampled sequences.
 
     >>> x = sample_student(model, language, 64, seed=0)             # (64, T): x_0 from the language
-    >>> sequence_reverse_kl(model, language, 256, seed=1)           # nats per token, ≥ 0 in expectation
+    >>> sequence_reverse_kl(model, language, 256, seed=1)           # dict: reverse_kl (nats/token, ≥ 0 in
+    ...                                                             # expectation) ± reverse_kl_se, true_nll
     >>> train_lm(cfg, language, ..., loss_hook=gkd_hook(language, lam=1.0), hook_key="gkd-…")
 
 Left out on purpose: a KV cache (the student re-reads its prefix at each step; T = 64 keeps that
@@ -53,16 +54,20 @@ def sequence_reverse_kl(model, language, n: int, *, seed: int, temperature: floa
     """Exact E_{x∼student}[log p_student(x) − log p_true(x)] and E[−log p_true(x)], per token, nats.
 
     Both sum over positions 1…T−1 (x_0 comes from the language for both, so its term cancels).
-    Returns dict(reverse_kl, true_nll, student_entropy) — reverse_kl = true_nll − student_entropy.
+    Returns dict(reverse_kl, true_nll, student_entropy, reverse_kl_se) — reverse_kl = true_nll −
+    student_entropy; reverse_kl_se is its standard error over the n independent sequences.
     """
     x = sample_student(model, language, n, seed=seed, temperature=temperature)  # (n, T)
     was_training = model.training
     model.eval()
     log_ps = F.log_softmax(model(x)[:, :-1].float() / temperature, -1)  # (n, T-1, V)
     model.train(was_training)
-    student_ll = log_ps.gather(-1, x[:, 1:, None]).mean().item()  # mean log p_student(x_t | x_<t)
-    true_nll = language.nll(x, from_position=1)  # mean −log p_true(x_t | x_<t)
-    return dict(reverse_kl=true_nll + student_ll, true_nll=true_nll, student_entropy=-student_ll)
+    student_ll = log_ps.gather(-1, x[:, 1:, None])[..., 0].double().mean(1)  # (n,) mean log p_student(x_t | x_<t)
+    true_ll = language.next_token_probs(x)[:, 1:].gather(-1, x[:, 1:, None])[..., 0].log().mean(1)  # (n,) exact
+    per_seq = student_ll - true_ll  # (n,) each sequence's reverse-KL estimate, nats/token
+    se = per_seq.std().item() / math.sqrt(n) if n > 1 else math.nan
+    return dict(reverse_kl=per_seq.mean().item(), true_nll=-true_ll.mean().item(),
+                student_entropy=-student_ll.mean().item(), reverse_kl_se=se)
 
 
 def onpolicy_loss(student_logits, samples, language, *, divergence: str = "reverse_kl"):

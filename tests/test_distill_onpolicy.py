@@ -55,6 +55,22 @@ def test_colder_sampling_lowers_true_nll_but_not_reverse_kl(lang):
     assert cold["true_nll"] < warm["true_nll"] and cold["reverse_kl"] > warm["reverse_kl"] + 0.05
 
 
+def test_metric_terms_match_the_forward_algorithm_and_its_standard_error_is_honest(lang):
+    torch.manual_seed(0)
+    model = TinyGPT(GPTConfig(vocab_size=12, context_length=12, d_model=8, n_layers=1, n_heads=1))
+    m = sequence_reverse_kl(model, lang, 32, seed=3)
+    x = sample_student(model, lang, 32, seed=3)  # the same draws
+    assert m["true_nll"] == pytest.approx(lang.nll(x, from_position=1), rel=1e-9)  # HMM forward algorithm
+    with torch.no_grad():
+        h = torch.nn.functional.cross_entropy(model.eval()(x)[:, :-1].reshape(-1, 12), x[:, 1:].reshape(-1))
+    assert m["student_entropy"] == pytest.approx(h.item(), rel=1e-5)
+    # the standard error must describe the spread of the estimate over independent draws
+    estimates = [sequence_reverse_kl(model, lang, 32, seed=s) for s in range(100, 140)]
+    spread = torch.tensor([e["reverse_kl"] for e in estimates], dtype=torch.float64).std().item()
+    mean_se = sum(e["reverse_kl_se"] for e in estimates) / len(estimates)
+    assert 0.7 < spread / mean_se < 1.4  # 40 estimates: the ratio's own sampling error is ≈ ±11%
+
+
 def test_gkd_hook_returns_a_differentiable_loss(lang):
     model = TinyGPT(GPTConfig(vocab_size=12, context_length=8, d_model=8, n_layers=1, n_heads=1))
     x = lang.sample(4, 8, seed=0)
