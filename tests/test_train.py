@@ -108,3 +108,19 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LABUTILS_CACHE_DIR", str(tmp_path))
     assert cache_dir() == tmp_path
     assert _cache_path({"a": 1}).parent == tmp_path
+
+
+def test_threads_option_restores_the_thread_count():
+    import torch
+
+    from labutils.data import HMMLanguage
+    from labutils.model import GPTConfig
+    from labutils.train import train_lm
+
+    lang = HMMLanguage.random(4, 8, seed=0)
+    before = torch.get_num_threads()
+    r = train_lm(GPTConfig(8, 16, 8, 1, 1), lang, tokens=4 * 16 * 3, batch_size=4, lr=1e-3, seed=0, threads=1,
+                 cache=False, progress=False, eval_sequences=8, n_evals=1)
+    assert torch.get_num_threads() == before and r.tokens == 192
+    with pytest.raises(ValueError, match="threads"):
+        train_lm(GPTConfig(8, 16, 8, 1, 1), lang, tokens=192, batch_size=4, lr=1e-3, seed=0, threads=0, cache=False)
