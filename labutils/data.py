@@ -173,13 +173,15 @@ class HMMLanguage:
         trans_cdf = np.cumsum(self.transition, axis=1)  # (S, S)
         emit_cdf = np.cumsum(self.emission, axis=1)  # (S, V)
         last_state, last_token = self.n_states - 1, self.vocab_size - 1
-        out = np.empty((n_sequences, length), dtype=np.int64)
         u = rng.random((n_sequences, length, 2))  # one uniform for the state, one for the token
+        states = np.empty((n_sequences, length), dtype=np.int64)
         state = np.minimum(np.searchsorted(init_cdf, u[:, 0, 0], side="right"), last_state)
-        for t in range(length):
-            if t > 0:  # inverse-CDF draw of the next state from each sequence's row
-                state = np.minimum((trans_cdf[state] <= u[:, t, 0:1]).sum(axis=1), last_state)
-            out[:, t] = np.minimum((emit_cdf[state] <= u[:, t, 1:2]).sum(axis=1), last_token)
+        states[:, 0] = state
+        for t in range(1, length):  # inverse-CDF draw of the next state from each sequence's row
+            state = np.minimum(np.count_nonzero(trans_cdf[state] <= u[:, t, 0:1], axis=1), last_state)
+            states[:, t] = state
+        # tokens depend only on their own state: draw all of them at once, same inverse-CDF rule
+        out = np.minimum(np.count_nonzero(emit_cdf[states] <= u[:, :, 1:2], axis=2), last_token)  # (n, length)
         return torch.from_numpy(out)
 
     def _forward(self, tokens: torch.Tensor):

@@ -50,10 +50,16 @@ LADDER = [(4, 1, 1), (6, 1, 1), (8, 1, 1), (12, 1, 2), (16, 2, 2), (24, 2, 2), (
           (80, 3, 4), (112, 3, 4), (160, 3, 4), (224, 4, 4), (320, 4, 8)]
 
 PRESETS = {
-    # what the stored file holds: ≈12 CPU-minutes (≈7 wall-minutes with --jobs 2). The largest budget
-    # is set by the one-shot run: 5 × 6.4e10 = 3.2e11 FLOPs must train live in the notebook in ≤ 60 s,
-    # and this CPU trains these models at ≈ 0.6–1e10 FLOP/s on one thread (measured). Five budgets,
-    # 2× apart, span log10(16) = 1.2 orders of magnitude.
+    # what the stored file holds: ≈18 CPU-minutes (≈10 wall-minutes with --jobs 2). Five budgets, 2×
+    # apart, span log10(16) = 1.2 orders of magnitude. Issue 3 wanted the one-shot run (5× the
+    # largest budget) to train live in the notebook in ≤ 60 s. Here the law picks a tiny model
+    # (≈4k parameters) for a long run, and such models are overhead-bound: ≈15–19 ms per step of
+    # 2,048 tokens on one core, ≈1–2e9 FLOP/s counted as 6ND (measured). So 3.2e11 FLOPs is ≈6,200
+    # steps, 2–3 minutes, and the one-shot seeds are trained by this command and stored. A sweep
+    # scaled down to fit the 60 s (1.6e9–2.56e10, one-shot 1.28e11 on d8) was tried. Its loss drops
+    # stayed at ≈0.05 nats per doubling (no sign yet of the flattening that follows), so the law
+    # predicted 3.701 for a run that measured 3.752: 13% of the reducible loss. This sweep's
+    # prediction lands within ≈2%.
     "cpu": dict(budgets=[4e9, 8e9, 1.6e10, 3.2e10, 6.4e10], sizes_per_budget=5, lrs=[2e-3, 6e-3, 2e-2],
                 batch_size=32, seed=0, big_seeds=[0, 1, 2]),
     # for a learner with a GPU: ten times the compute, same code.
@@ -287,7 +293,7 @@ def main(argv=None) -> int:
 
         for g in d["grid"]:
             cfg = GPTConfig(**d["ladder"][g["size"]])
-            print(f"C={g['budget']:.0e}  size {g['size']:2d}  N={count_params(cfg, embeddings=True):>8,}  "
+            print(f"C={g['budget']:.3g}  size {g['size']:2d}  N={count_params(cfg, embeddings=True):>8,}  "
                   f"D={_tokens(g['budget'], cfg):>10,}  steps={_tokens(g['budget'], cfg) // (d['batch_size'] * cfg.context_length)}")
         return 0
     res = run_sweep(args.preset, device=args.device, out=out, threads=args.threads, jobs=args.jobs)
