@@ -225,8 +225,11 @@ class HMMLanguage:
         tokens = _as_tokens(tokens, self.vocab_size)
         return torch.stack([p for p, _ in self._forward(tokens)], dim=1)
 
-    def stationary_entropy_rate(self, *, n_sequences: int = 2000, length: int = 256, seed: int = 12345) -> float:
-        """Monte-Carlo estimate of the entropy rate (nats/token) far from the sequence start."""
+    def stationary_entropy_rate(self, *, n_sequences: int = 500, length: int = 256, seed: int = 12345) -> float:
+        """Monte-Carlo estimate of the entropy rate (nats/token) far from the sequence start.
+
+        The default averages 500 × 128 tokens: a standard error of ≈ 0.005 nats for the course language.
+        """
         x = self.sample(n_sequences, length, seed=seed)
         return self.nll(x, from_position=length // 2)
 
