@@ -166,7 +166,7 @@ _STATE_JS = """() => {
 }"""
 
 
-def wait_idle(page, *, timeout_s: float, settle_s: float = 3.0) -> dict:
+def wait_idle(page, *, timeout_s: float, settle_s: float = 2.0) -> dict:
     """Wait until the kernel is idle, no cell is queued ([*]) and nothing changed for settle_s."""
     deadline, last, since = time.monotonic() + timeout_s, None, time.monotonic()
     while time.monotonic() < deadline:
