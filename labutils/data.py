@@ -66,6 +66,18 @@ def _as_tokens(tokens, vocab_size: int) -> torch.Tensor:
     return tokens.long()
 
 
+def _check_sizes(n_states, vocab_size) -> None:
+    for name, v in (("n_states", n_states), ("vocab_size", vocab_size)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+def _floored_rows(r: np.ndarray) -> np.ndarray:
+    """Dirichlet draws with tiny concentrations can underflow to exact zeros; keep rows valid."""
+    r = np.maximum(r, 1e-12)
+    return r / r.sum(axis=1, keepdims=True)
+
+
 class HMMLanguage:
     """A language from a hidden Markov model: S hidden states, V tokens.
 
@@ -89,18 +101,13 @@ class HMMLanguage:
 
         Example: ``HMMLanguage.random(48, 64, seed=0, concentration=0.05)``.
         """
-        for name, v in (("n_states", n_states), ("vocab_size", vocab_size)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        _check_sizes(n_states, vocab_size)
         if not (isinstance(concentration, (int, float)) and np.isfinite(concentration) and concentration > 0):
             raise ValueError(f"concentration must be a positive number, got {concentration!r}")
         rng = np.random.default_rng(seed)
 
         def rows(n, k):
-            r = rng.dirichlet(np.full(k, float(concentration)), size=n)
-            # Dirichlet draws with tiny concentration can underflow to exact zeros; keep rows valid.
-            r = np.maximum(r, 1e-12)
-            return r / r.sum(axis=1, keepdims=True)
+            return _floored_rows(rng.dirichlet(np.full(k, float(concentration)), size=n))
 
         return cls(rows(1, n_states)[0], rows(n_states, n_states), rows(n_states, vocab_size))
 
@@ -118,14 +125,11 @@ class HMMLanguage:
         Example: ``HMMLanguage.sticky(16, 8, seed=0, stay=0.8, zipf=0.5, transition_concentration=0.05,
         emission_concentration=0.1)``.
         """
-        for name, v in (("n_states", n_states), ("vocab_size", vocab_size)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        _check_sizes(n_states, vocab_size)
         if not (isinstance(stay, (int, float)) and 0 <= stay < 1):
             raise ValueError(f"stay must be a probability in [0, 1), got {stay!r}")
-        for name, v in (("zipf", zipf),):
-            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+        if not (isinstance(zipf, (int, float)) and np.isfinite(zipf) and zipf >= 0):
+            raise ValueError(f"zipf must be a number >= 0, got {zipf!r}")
         for name, v in (("transition_concentration", transition_concentration), ("emission_concentration", emission_concentration)):
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
@@ -136,12 +140,7 @@ class HMMLanguage:
         jump = rng.dirichlet(transition_concentration * S * pi, size=S)  # (S, S)
         emit = rng.dirichlet(np.full(vocab_size, float(emission_concentration)), size=S)  # (S, V)
         trans = stay * np.eye(S) + (1 - stay) * jump
-
-        def valid(r):  # tiny concentrations can underflow to exact zeros; keep rows valid
-            r = np.maximum(r, 1e-12)
-            return r / r.sum(axis=1, keepdims=True)
-
-        return cls(pi, valid(trans), valid(emit))
+        return cls(pi, _floored_rows(trans), _floored_rows(emit))
 
     @property
     def n_states(self) -> int:

@@ -134,15 +134,12 @@ def _versions() -> dict:
 def _train_one(args) -> float:
     """Worker for ``jobs > 1``: train one run into the training cache (the main process then reads it)."""
     cfg_dict, tokens, B, lr, s, threads = args
-    import torch
-
     from labutils.data import default_language
     from labutils.model import GPTConfig
     from labutils.train import train_lm
 
-    torch.set_num_threads(threads)
     return train_lm(GPTConfig(**cfg_dict), default_language(), tokens=tokens, batch_size=B, lr=lr, seed=s,
-                    progress=False).wall_time_s
+                    progress=False, threads=threads).wall_time_s
 
 
 def _prefill(todo: list, jobs: int, progress: bool, desc: str) -> None:
@@ -153,7 +150,7 @@ def _prefill(todo: list, jobs: int, progress: bool, desc: str) -> None:
 
     from tqdm.auto import tqdm
 
-    todo = sorted(todo, key=lambda a: -a[1] * sum(a[0].values()))  # long runs first: less idle at the end
+    todo = sorted(todo, key=lambda a: -a[1])  # most tokens first (these runs are overhead-bound): less idle at the end
     with mp.get_context("spawn").Pool(jobs) as pool:
         for _ in tqdm(pool.imap_unordered(_train_one, todo), total=len(todo), desc=desc, disable=not progress):
             pass
@@ -177,7 +174,6 @@ def run_sweep(preset: str = "cpu", *, device: str = "cpu", out: Path = DATA_PATH
     from labutils.scaling import bootstrap_fits, fit_chinchilla, predict_interval
     from labutils.train import train_lm
 
-    torch.set_num_threads(threads)
     if device != "cpu":  # train_lm runs on the default device; a GPU sweep sets it here
         torch.set_default_device(device)
     d = design(preset)
@@ -199,7 +195,8 @@ def run_sweep(preset: str = "cpu", *, device: str = "cpu", out: Path = DATA_PATH
 
     def train(cfg, tokens, lr, s, desc):
         t0 = time.process_time()
-        r = train_lm(cfg, lang, tokens=tokens, batch_size=B, lr=lr, seed=s, progress=progress, desc=desc)
+        r = train_lm(cfg, lang, tokens=tokens, batch_size=B, lr=lr, seed=s, progress=progress, desc=desc,
+                     threads=threads)
         return r, (r.wall_time_s if r.from_cache else time.process_time() - t0)
 
     # 1. learning-rate sweep: each size at the smallest budget it appears in.

@@ -111,12 +111,6 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
 
 
 def test_threads_option_restores_the_thread_count():
-    import torch
-
-    from labutils.data import HMMLanguage
-    from labutils.model import GPTConfig
-    from labutils.train import train_lm
-
     lang = HMMLanguage.random(4, 8, seed=0)
     before = torch.get_num_threads()
     r = train_lm(GPTConfig(8, 16, 8, 1, 1), lang, tokens=4 * 16 * 3, batch_size=4, lr=1e-3, seed=0, threads=1,
