@@ -9,10 +9,58 @@ Notebooks import it; it never imports notebooks. Nothing here seeds or downloads
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import tempfile
+from pathlib import Path
 
 __version__ = "0.1.0"
-__all__ = ["set_seed", "torch_threads", "__version__"]
+__all__ = ["set_seed", "torch_threads", "atomic_write", "positive_int", "__version__"]
+
+
+def positive_int(name: str, value, *, allow_none: bool = False):
+    """Return ``value`` if it is a positive int (bools are not), else raise a ValueError naming it.
+
+    >>> positive_int("batch_size", 32)
+    32
+    >>> positive_int("batch_size", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a positive int, got 0
+    """
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be a positive int{extra}, got {value!r}")
+    return value
+
+
+def atomic_write(path, data: bytes | str, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a rename.
+
+    A crash mid-write never leaves a half-written file under the real name, and two processes
+    writing the same path leave one whole version. ``mode`` sets the file's permissions (mkstemp
+    makes files private; package data wants 0o644).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> atomic_write(p, "hello")
+    >>> p.read_text()
+    'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def set_seed(seed: int) -> None:
@@ -34,8 +82,7 @@ def torch_threads(n: int | None):
     Tiny models are overhead-bound: on a busy 2-core machine one thread often beats two that wait
     for each other.
     """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"threads must be a positive int or None, got {n!r}")
+    positive_int("threads", n, allow_none=True)
     import torch
 
     before = torch.get_num_threads()

@@ -1,7 +1,7 @@
 """The training loop every lab shares, with an on-disk cache of finished runs.
 
-``train_lm`` trains a TinyGPT (or a model you pass) on fresh samples of an HMMLanguage for a
-token budget, with AdamW, linear warm-up and a cosine schedule whose length matches that budget
+``train_lm`` trains a TinyGPT (or a model you pass) on fresh samples of a data source (an
+HMMLanguage, or any object with ``.vocab_size``, ``.sample`` and ``.fingerprint``) for a token budget, with AdamW, linear warm-up and a cosine schedule whose length matches that budget
 (Chinchilla's correction of Kaplan: a schedule longer than the run biases the loss up). It
 reports the eval loss next to the language's exact entropy floor.
 
@@ -13,8 +13,10 @@ Left out on purpose: data loaders, mixed precision, gradient accumulation, check
 
     >>> from labutils.data import default_language
     >>> cfg = GPTConfig(vocab_size=64, context_length=64, d_model=32, n_layers=2, n_heads=2)
-    >>> r = train_lm(cfg, default_language(), tokens=200_000, batch_size=16, lr=3e-3, seed=0)
-    >>> r.eval_loss - r.floor      # nats above the best possible model
+    >>> r = train_lm(cfg, default_language(), tokens=20_000, batch_size=16, lr=3e-3, seed=0,
+    ...              cache=False, progress=False)
+    >>> 0 < r.eval_loss - r.floor < 1      # nats above the best possible model
+    True
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from labutils import atomic_write, positive_int, torch_threads
 from labutils.data import HMMLanguage
 from labutils.model import GPTConfig, TinyGPT, count_params, flops_per_token, train_flops
 
@@ -97,6 +99,8 @@ def fingerprint(obj) -> str:
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         elif isinstance(x, HMMLanguage):
             h.update(b"HMM" + x.fingerprint().encode())
+        elif callable(getattr(x, "fingerprint", None)):  # any other data source names itself
+            h.update(type(x).__qualname__.encode() + x.fingerprint().encode())
         elif isinstance(x, dict):
             for k in sorted(x, key=str):
                 h.update(f"K{k}".encode())
@@ -144,15 +148,7 @@ def _cache_write(path: Path, result: RunResult) -> None:
     buf = io.BytesIO()
     torch.save({k: v for k, v in result.__dict__.items() if k != "from_cache"}, buf)
     payload = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + payload)
 
 
 # ----------------------------------------------------------------------------- training
@@ -186,125 +182,76 @@ def evaluate(model: torch.nn.Module, tokens: torch.Tensor, batch_size: int = 256
     return total / count
 
 
-_EVAL_SETS: dict = {}  # (language fingerprint, T, n) -> (tokens, floor): the exact floor costs ≈0.5 s at S = 256
+_EVAL_SETS: dict = {}  # (source fingerprint, T, n) -> (tokens, floor): the exact floor costs ≈0.5 s at S = 256
 
 
-def eval_set(language: HMMLanguage, context_length: int, n_sequences: int) -> tuple[torch.Tensor, float]:
+def eval_set(language, context_length: int, n_sequences: int) -> tuple[torch.Tensor, float]:
     """Held-out tokens and their exact floor (positions 1…T-1, the ones a model predicts).
 
-    Remembered per process (keyed by the language's fingerprint), so only the first run pays for the floor.
+    The floor is NaN for a data source without an exact ``.nll``. Remembered per process (keyed by
+    the source's fingerprint), so only the first run pays for the floor.
     """
     key = (language.fingerprint(), context_length, n_sequences)
     if key not in _EVAL_SETS:
         x = language.sample(n_sequences, context_length, seed=EVAL_SEED)
-        _EVAL_SETS[key] = (x, language.nll(x, from_position=1))
+        floor = language.nll(x, from_position=1) if hasattr(language, "nll") else float("nan")
+        _EVAL_SETS[key] = (x, floor)
     x, floor = _EVAL_SETS[key]
     return x.clone(), floor  # a copy: nothing a caller does to the tokens can change the next run's eval set
 
 
-def train_lm(
-    config: GPTConfig,
-    language: HMMLanguage,
-    *,
-    tokens: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    warmup_fraction: float = 0.05,
-    weight_decay: float = 0.1,
-    final_lr_fraction: float = 0.1,
-    eval_sequences: int = 512,
-    n_evals: int = 8,
-    model: torch.nn.Module | None = None,
-    model_key: str | None = None,
-    loss_hook=None,
-    hook_key: str | None = None,
-    return_state: bool = False,
-    cache: bool = True,
-    progress: bool = True,
-    desc: str | None = None,
-    threads: int | None = None,
-) -> RunResult:
-    """Train on fresh samples of ``language`` for ``tokens`` tokens; return a RunResult.
-
-    model:      an untrained nn.Module to train instead of ``TinyGPT(config)`` (e.g. an MoE variant);
-                it must map (B, T) tokens to (B, T, V) logits. Its architecture and initial weights
-                enter the cache key automatically; add ``model_key`` to name anything else about it.
-    loss_hook:  ``loss_hook(logits, tokens, model) -> loss`` replaces the next-token cross-entropy
-                (e.g. distillation against a teacher). A hook changes the result, so ``hook_key``
-                must name it — including the teacher's identity, e.g. ``fingerprint(teacher)``.
-                A hook may return ``(loss, extras_dict)``; the last extras are kept in ``result.extra``.
-    cache:      read and write the on-disk cache; ``False`` always trains (tests use this).
-    threads:    torch threads while training (None: leave as is). These models are overhead-bound: on
-                a busy 2-core machine 1 thread was 10–30× faster than 2 (measured). Not in the cache key.
-    """
-    from labutils import __version__
-
+def _validate(config, source, tokens, batch_size, lr, warmup_fraction, eval_sequences, n_evals, loss_hook, hook_key):
+    """Fail early, naming the argument, before any work is done."""
     if not isinstance(config, GPTConfig):
         raise ValueError(f"config must be a GPTConfig, got {type(config).__name__}")
-    if not isinstance(language, HMMLanguage):
-        raise ValueError(f"language must be an HMMLanguage, got {type(language).__name__}")
-    if language.vocab_size != config.vocab_size:
-        raise ValueError(f"config.vocab_size ({config.vocab_size}) must equal the language's vocab_size ({language.vocab_size})")
-    for name, v in (("tokens", tokens), ("batch_size", batch_size), ("eval_sequences", eval_sequences), ("n_evals", n_evals)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if not (isinstance(lr, (int, float)) and 0 < lr < 1):
+    for attr in ("vocab_size", "sample", "fingerprint"):
+        if not hasattr(source, attr):
+            raise ValueError(f"the data source must have .vocab_size, .sample(n, length, *, seed) and .fingerprint(); "
+                             f"a {type(source).__name__} has no .{attr}")
+    if source.vocab_size != config.vocab_size:
+        raise ValueError(f"config.vocab_size ({config.vocab_size}) must equal the data source's vocab_size "
+                         f"({source.vocab_size})")
+    for name, v in (("tokens", tokens), ("batch_size", batch_size), ("eval_sequences", eval_sequences),
+                    ("n_evals", n_evals)):
+        positive_int(name, v)
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and 0 < lr < 1):
         raise ValueError(f"lr must be a number in (0, 1), got {lr!r}")
     if not 0 <= warmup_fraction < 1:
         raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction!r}")
     if loss_hook is not None and not hook_key:
-        raise ValueError("a loss_hook changes the result, so pass hook_key= naming it (and its teacher, e.g. fingerprint(teacher))")
-    T = config.context_length
-    steps = tokens // (batch_size * T)
+        raise ValueError("a loss_hook changes the result, so pass hook_key= naming it "
+                         "(and its teacher, e.g. fingerprint(teacher))")
+    steps = tokens // (batch_size * config.context_length)
     if steps < 1:
-        raise ValueError(f"tokens={tokens} is less than one batch ({batch_size}·{T} = {batch_size * T} tokens)")
+        raise ValueError(f"tokens={tokens} is less than one batch "
+                         f"({batch_size}·{config.context_length} = {batch_size * config.context_length} tokens)")
+    return steps
 
-    torch.manual_seed(seed)
-    if model is None:
-        model = TinyGPT(config)
-        arch = "TinyGPT"
-    else:
-        if not isinstance(model, torch.nn.Module):
-            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-        arch = f"{type(model).__module__}.{type(model).__qualname__}:{fingerprint(model)}"
-    key = dict(
-        version=__version__, arch=arch, model_key=model_key, config=config.to_dict(), language=language.fingerprint(),
-        tokens=tokens, batch_size=batch_size, lr=lr, seed=seed, warmup_fraction=warmup_fraction,
-        weight_decay=weight_decay, final_lr_fraction=final_lr_fraction, eval_sequences=eval_sequences,
-        n_evals=n_evals, hook=hook_key,
-    )
-    path = _cache_path(key)
-    if cache:
-        hit = _cache_read(path)
-        if hit is not None and (hit.state_dict is not None or not return_state):
-            hit.from_cache = True
-            return hit
 
-    eval_tokens, floor = eval_set(language, T, eval_sequences)
-    warmup_steps = max(1, int(warmup_fraction * steps)) if warmup_fraction > 0 else 0
+def _make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only (biases, norms and gains are not decayed), β = (0.9, 0.95)."""
     decay, no_decay = [], []
     for p in model.parameters():
         (decay if p.ndim >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)],
-        lr=lr, betas=(0.9, 0.95),
-    )
+    return torch.optim.AdamW([dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)],
+                             lr=lr, betas=(0.9, 0.95))
+
+
+def _train_loop(model, opt, source, *, steps, batch_size, T, seed, lr, warmup_steps, final_lr_fraction,
+                eval_tokens, n_evals, loss_hook, floor, desc, progress, threads):
+    """The optimisation itself; returns (curve, eval_curve, extra, wall seconds)."""
+    from tqdm.auto import tqdm
+
     eval_at = {max(0, round(steps * (i + 1) / n_evals) - 1) for i in range(n_evals)}
     log_every = max(1, steps // 100)
     curve, eval_curve, extra = [], [], {}
     running, running_n = 0.0, 0
-
-    from tqdm.auto import tqdm
-
-    from labutils import torch_threads
-
     with torch_threads(threads):
-        bar = tqdm(range(steps), desc=desc or f"d{config.d_model} L{config.n_layers}", disable=not progress, leave=False, unit="step")
+        bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step")
         start = time.perf_counter()
         model.train()
         for step in bar:
-            x = language.sample(batch_size, T, seed=[seed, step])  # fresh text every step: no epochs, no overfitting
+            x = source.sample(batch_size, T, seed=[seed, step])  # fresh text every step: no epochs, no overfitting
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps, lr, warmup_steps, final_lr_fraction)
             logits = model(x)
@@ -327,15 +274,90 @@ def train_lm(
                 running, running_n = 0.0, 0
             if step in eval_at:
                 eval_curve.append((seen, evaluate(model, eval_tokens)))
-    wall = time.perf_counter() - start
-    bar.close()
+        wall = time.perf_counter() - start
+        bar.close()
+    return curve, eval_curve, extra, wall
 
-    n_all = count_params(model, embeddings=True)
+
+def train_lm(
+    config: GPTConfig,
+    language,
+    *,
+    tokens: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    warmup_fraction: float = 0.05,
+    weight_decay: float = 0.1,
+    final_lr_fraction: float = 0.1,
+    eval_sequences: int = 512,
+    n_evals: int = 8,
+    model: torch.nn.Module | None = None,
+    model_key: str | None = None,
+    loss_hook=None,
+    hook_key: str | None = None,
+    return_state: bool = False,
+    cache: bool = True,
+    progress: bool = True,
+    desc: str | None = None,
+    threads: int | None = None,
+) -> RunResult:
+    """Train on fresh samples of a data source for ``tokens`` tokens; return a RunResult.
+
+    language:   the data source: an HMMLanguage, or any object with ``.vocab_size``,
+                ``.sample(n, length, *, seed) -> LongTensor (n, length)`` (seed is an int or a list of
+                ints) and ``.fingerprint() -> str`` (it names the data in the cache key). A source with an
+                exact ``.nll(tokens, from_position=1)`` gets its entropy floor reported; others get NaN.
+    model:      an untrained nn.Module to train instead of ``TinyGPT(config)`` (e.g. an MoE variant);
+                it must map (B, T) tokens to (B, T, V) logits. Its architecture and initial weights
+                enter the cache key automatically; add ``model_key`` to name anything else about it.
+    loss_hook:  ``loss_hook(logits, tokens, model) -> loss`` replaces the next-token cross-entropy
+                (e.g. distillation against a teacher). A hook changes the result, so ``hook_key``
+                must name it — including the teacher's identity, e.g. ``fingerprint(teacher)``.
+                A hook may return ``(loss, extras_dict)``; the last extras are kept in ``result.extra``.
+    cache:      read and write the on-disk cache; ``False`` always trains (tests use this).
+    threads:    torch threads while training (None: leave as is). These models are overhead-bound: on
+                a busy 2-core machine 1 thread was 10–30× faster than 2 (measured). Not in the cache key.
+    """
+    from labutils import __version__
+
+    steps = _validate(config, language, tokens, batch_size, lr, warmup_fraction, eval_sequences, n_evals,
+                      loss_hook, hook_key)
+    T = config.context_length
+    torch.manual_seed(seed)
+    if model is None:
+        model, arch = TinyGPT(config), "TinyGPT"
+    elif not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    else:
+        arch = f"{type(model).__module__}.{type(model).__qualname__}:{fingerprint(model)}"
+    key = dict(
+        version=__version__, arch=arch, model_key=model_key, config=config.to_dict(), language=language.fingerprint(),
+        tokens=tokens, batch_size=batch_size, lr=lr, seed=seed, warmup_fraction=warmup_fraction,
+        weight_decay=weight_decay, final_lr_fraction=final_lr_fraction, eval_sequences=eval_sequences,
+        n_evals=n_evals, hook=hook_key,
+    )
+    path = _cache_path(key)
+    if cache:
+        hit = _cache_read(path)
+        if hit is not None and (hit.state_dict is not None or not return_state):
+            hit.from_cache = True
+            return hit
+
+    eval_tokens, floor = eval_set(language, T, eval_sequences)
+    warmup_steps = max(1, int(warmup_fraction * steps)) if warmup_fraction > 0 else 0
+    opt = _make_optimizer(model, lr, weight_decay)
+    curve, eval_curve, extra, wall = _train_loop(
+        model, opt, language, steps=steps, batch_size=batch_size, T=T, seed=seed, lr=lr, warmup_steps=warmup_steps,
+        final_lr_fraction=final_lr_fraction, eval_tokens=eval_tokens, n_evals=n_evals, loss_hook=loss_hook,
+        floor=floor, desc=desc or f"d{config.d_model} L{config.n_layers}", progress=progress, threads=threads)
+
+    n_all, seen = count_params(model, embeddings=True), steps * batch_size * T
     result = RunResult(
         config=key, eval_loss=eval_curve[-1][1], floor=floor, curve=curve, eval_curve=eval_curve,
         n_params=n_all, n_params_nonembedding=count_params(model, embeddings=False),
-        tokens=steps * batch_size * T, flops=train_flops(n_all, steps * batch_size * T),
-        flops_with_attention=flops_per_token(config) * steps * batch_size * T, wall_time_s=wall,
+        tokens=seen, flops=train_flops(n_all, seen), flops_with_attention=flops_per_token(config) * seen,
+        wall_time_s=wall,
         state_dict={k: v.detach().clone() for k, v in model.state_dict().items()} if return_state else None,
         extra={k: float(v) if isinstance(v, torch.Tensor) else v for k, v in extra.items()},
     )
