@@ -21,7 +21,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +44,12 @@ class Exercise:
     def __post_init__(self):
         if not self.name.isidentifier():  # verdict lines and the progress record name the learner's function
             raise ValueError(f"Exercise name must be the learner's function name (an identifier), got {self.name!r}")
+        # One numbering scheme course-wide: exercise k of notebook NN_… is "N.k" (00 → 0.1, 05 → 5.2),
+        # so an id never clashes across notebooks.
+        lab, _, rest = self.number.partition(".")
+        if self.notebook[:2].isdigit() and (not lab.isdigit() or int(lab) != int(self.notebook[:2]) or not rest):
+            raise ValueError(f"Exercise number {self.number!r} must start with the notebook's number: "
+                             f"'{int(self.notebook[:2])}.k' for {self.notebook}")
         _REGISTRY.setdefault(self.notebook, {})[self.number] = self
 
     @property
@@ -71,6 +76,13 @@ class Case:
 
 _REGISTRY: dict[str, dict[str, Exercise]] = {}
 _SESSION: dict[tuple[str, str], str] = {}  # (notebook, number) -> "passed" | "failed" | "not attempted"
+_PASSED_FN: dict[tuple[str, str], Callable] = {}  # (notebook, number) -> the function object that passed, this kernel
+
+
+def reset_session() -> None:
+    """Forget this kernel's verdicts and passing functions (tests start from a clean slate with it)."""
+    _SESSION.clear()
+    _PASSED_FN.clear()
 
 
 def exercises(notebook: str) -> list[Exercise]:
@@ -101,6 +113,27 @@ def _fmt(x, unit: str = "") -> str:
         return f"array of shape {x.shape}"
     text = repr(x)
     return text if len(text) < 80 else text[:77] + "..."
+
+
+def _digits_to_differ(a: float, b: float) -> int:
+    """The fewest significant digits (≥ 4) at which a and b print differently (17 when they never do)."""
+    for p in range(4, 18):
+        if f"{a:.{p}g}" != f"{b:.{p}g}":
+            return p
+    return 17
+
+
+def _fmt_pair(expected, got, unit: str = "") -> str:
+    """'expected E, got G (difference …)': both numbers in one format, with enough digits to differ."""
+    u = f" {unit}" if unit else ""
+    e, g = float(expected), float(got)
+    if isinstance(expected, (int, np.integer)) and isinstance(got, (int, np.integer)):
+        return f"expected {int(expected):,}{u}, got {int(got):,}{u} (got − expected = {int(got) - int(expected):+,})"
+    p = _digits_to_differ(e, g)
+    diff = f"got − expected = {g - e:+.3g}{u}"
+    if e != 0 and g != 0 and abs(g / e - 1) >= 0.01:  # a ratio names scale mistakes (×V, ×τ², ×2)
+        diff += f", got/expected = {g / e:.4g}"
+    return f"expected {e:.{p}g}{u}, got {g:.{p}g}{u} ({diff})"
 
 
 def _to_numpy(x):
@@ -140,7 +173,7 @@ def compare(got, expected, *, rtol: float = 1e-6, atol: float = 1e-9, unit: str 
         if not math.isfinite(float(got)):
             return f"expected {_fmt(expected, unit)}, got {got} (not finite)"
         if not math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol):
-            return f"expected {_fmt(expected, unit)}, got {_fmt(got, unit)}"
+            return _fmt_pair(expected, got, unit)
         return None
     if isinstance(expected, np.ndarray):
         if isinstance(got, (list, tuple)) and all(isinstance(v, (int, float, np.number)) for v in got):
@@ -159,7 +192,7 @@ def compare(got, expected, *, rtol: float = 1e-6, atol: float = 1e-9, unit: str 
             idx = tuple(int(i) for i in np.argwhere(~ok)[0])
             err = np.max(np.abs(got.astype(np.float64) - expected))
             return (f"{int((~ok).sum())} of {ok.size} entries differ; first at index {idx}: "
-                    f"expected {_fmt(expected[idx])}, got {_fmt(got[idx])} (max abs error {err:.3g})")
+                    f"{_fmt_pair(expected[idx], got[idx])}; max abs error {err:.3g}")
         return None
     return None if got == expected else f"expected {_fmt(expected, unit)}, got {_fmt(got, unit)}"
 
@@ -176,19 +209,23 @@ def run_cases(
     atol: float = 1e-9,
     cost: Callable[[], str] | None = None,
     check: Callable[[Any, Case], str | None] | None = None,
+    diagnose: Callable[[Any, Any, Case], str | None] | None = None,
 ) -> None:
     """Run every case, print the verdict, record a pass; raise CheckFailed on any wrong answer.
 
     ``check(got, case)`` replaces the default comparison (return None when right, else a reason).
-    ``cost()`` returns one line printed after a pass (FLOPs, bytes moved, messages…).
+    ``diagnose(got, expected, case)`` names a recognisable mistake from a wrong answer's symptom
+    (e.g. a ratio of exactly V means ``reduction='mean'``); it is asked only about failing cases.
+    ``cost()`` returns one line printed after a pass (FLOPs, bytes moved, messages…); it must describe
+    what the learner's function did, or a fact about the problem — never a constant about the function.
     Returns None (a checker's verdict is what it prints, or the CheckFailed it raises), so a check
     cell shows no stray value; ``session_status(notebook)`` tells what happened.
     """
     key = (exercise.notebook, exercise.number)
     if not callable(fn):
         print(f"{exercise.label} — expected a function, got {type(fn).__name__}: {_fmt(fn)}")
-        print(f"  hint: pass the function itself, e.g. check(...)({exercise.name}), without calling it")
-        _SESSION[key] = "failed"
+        print(f"  hint: pass the function itself, e.g. check_{exercise.name}({exercise.name}), without calling it")
+        _record_failure(exercise)
         raise CheckFailed(f"{exercise.label}: not a function")
     failures = []
     for i, case in enumerate(cases, 1):
@@ -208,6 +245,13 @@ def run_cases(
                            atol=case.atol if case.atol is not None else atol, unit=case.unit))
         except Exception as err:  # an answer so odd that comparing it failed
             why = f"could not compare the answer ({type(err).__name__}: {err}); got {_fmt(got)}"
+        if why and diagnose is not None:
+            try:
+                mistake = diagnose(got, expected, case)
+            except Exception:  # a diagnosis is a courtesy: it never hides the verdict
+                mistake = None
+            if mistake:
+                why += f"\n    likely mistake: {mistake}"
         if why:
             failures.append((i, case, why))
     n = len(cases)
@@ -216,6 +260,7 @@ def run_cases(
         if cost is not None:
             print(f"  cost: {cost()}")
         _SESSION[key] = "passed"
+        _PASSED_FN[key] = fn
         record_pass(exercise)
         return None
     print(f"{exercise.label} — {n - len(failures)} of {n} cases pass")
@@ -225,8 +270,37 @@ def run_cases(
             print(f"    hint: {case.hint}")
     if hint:
         print(f"  hint: {hint}")
-    _SESSION[key] = "failed"
+    _record_failure(exercise)
     raise CheckFailed(f"{exercise.label}: {len(failures)} of {n} cases failed (details above)")
+
+
+def _record_failure(exercise: Exercise) -> None:
+    """A failing check means "not passing now": this kernel forgets the pass and the record loses its ✓."""
+    key = (exercise.notebook, exercise.number)
+    _SESSION[key] = "failed"
+    _PASSED_FN.pop(key, None)
+    record_failure(exercise)
+
+
+def use(learner_fn: Callable, reference_fn: Callable) -> Callable:
+    """The learner's function if that exact object passed its checker in this kernel, else the reference.
+
+    Prints one line saying which is used. ``reference_fn`` must take the exercise's own signature
+    (wrap the course's function where it differs). Redefining the function after a pass gives a new
+    object, which has not passed yet: run its check cell again.
+
+        >>> f = use(lambda x: x, lambda x: x)  # doctest: +ELLIPSIS
+        Using the course's reference for <lambda> ...
+    """
+    name = getattr(learner_fn, "__name__", type(learner_fn).__name__)
+    for (nb, number), fn in _PASSED_FN.items():
+        if fn is learner_fn:
+            print(f"Using your {name} (it passed Exercise {number} in this kernel).")
+            return learner_fn
+    tried = [f"Exercise {ex.number}" for exs in _REGISTRY.values() for ex in exs.values() if ex.name == name]
+    why = f"{' / '.join(tried)} has not passed in this kernel" if tried else "it has not passed a checker in this kernel"
+    print(f"Using the course's reference for {name} ({why}).")
+    return reference_fn
 
 
 # ----------------------------------------------------------------------------- progress record
@@ -240,44 +314,72 @@ def progress_file() -> Path:
 
 
 def load_progress() -> dict:
-    """{notebook: {number: {"name": ..., "passed_at": iso time}}}; empty when there is no record."""
-    path = progress_file()
+    """{notebook: {exercise name: {"number": ..., "passed_at": iso time}}}; empty when there is no record.
+
+    Records written before exercises were keyed by name ({notebook: {number: {"name": ...}}}) are read
+    in the new shape, so a pass survives renumbering.
+    """
     try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
+        data = json.loads(progress_file().read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    for nb, entries in data.items():
+        if not isinstance(entries, dict):
+            continue
+        for key, entry in entries.items():
+            if not isinstance(entry, dict):
+                continue
+            if not key.isidentifier() and isinstance(entry.get("name"), str):  # the old shape, keyed by number
+                key, entry = entry["name"], dict(number=key, passed_at=entry.get("passed_at", ""))
+            out.setdefault(nb, {})[key] = entry
+    return out
 
 
-def record_pass(exercise: Exercise) -> None:
-    """Add a pass to the record (atomic write; a record that cannot be written is skipped quietly)."""
-    data = load_progress()
-    data.setdefault(exercise.notebook, {})[exercise.number] = dict(
-        name=exercise.name, passed_at=_dt.datetime.now().isoformat(timespec="seconds"))
-    path = progress_file()
+def _write_progress(data: dict) -> None:
+    """Write the record atomically; a record that cannot be written is skipped quietly."""
+    from labutils import atomic_write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".progress-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        atomic_write(progress_file(), json.dumps(data, indent=1, sort_keys=True))
     except OSError:
         pass
 
 
-def progress_table(notebook: str | None = None) -> str:
-    """A plain-text table of recorded passes, one block per notebook."""
+def record_pass(exercise: Exercise) -> None:
+    """Mark an exercise passed in the record, keyed by notebook and the learner's function name."""
     data = load_progress()
-    notebooks = [notebook] if notebook else sorted(set(_REGISTRY) | set(data))
+    data.setdefault(exercise.notebook, {})[exercise.name] = dict(
+        number=exercise.number, passed_at=_dt.datetime.now().isoformat(timespec="seconds"))
+    _write_progress(data)
+
+
+def record_failure(exercise: Exercise) -> None:
+    """Remove an exercise's ✓: the record means "passing now", and a later failing check says it is not."""
+    data = load_progress()
+    if data.get(exercise.notebook, {}).pop(exercise.name, None) is not None:
+        _write_progress(data)
+
+
+def progress_table(notebook: str | None = None) -> str:
+    """A plain-text table of today's exercises and which pass, one block per notebook.
+
+    Only exercises that exist now are listed; a record entry for a removed exercise is kept but not shown.
+    """
+    data = load_progress()
+    notebooks = [notebook] if notebook else sorted(_REGISTRY)
     lines = []
     for nb in notebooks:
-        known = {e.number: e.name for e in exercises(nb)}
+        known = exercises(nb)
+        if not known:
+            continue
         passed = data.get(nb, {})
-        numbers = sorted(set(known) | set(passed), key=lambda s: [int(p) if p.isdigit() else p for p in s.split(".")])
-        lines.append(f"{nb}: {sum(n in passed for n in numbers)} of {len(numbers)} exercises passed")
-        for n in numbers:
-            mark = f"✓ {passed[n]['passed_at']}" if n in passed else "·"
-            lines.append(f"  {n:>5}  {known.get(n) or passed[n].get('name', ''):<28} {mark}")
+        lines.append(f"{nb}: {sum(ex.name in passed for ex in known)} of {len(known)} exercises passed")
+        for ex in known:
+            mark = f"✓ {passed[ex.name].get('passed_at', '')}" if ex.name in passed else "·"
+            lines.append(f"  {ex.number:>5}  {ex.name:<28} {mark}")
     return "\n".join(lines) if lines else "No exercises recorded yet."
 
 
@@ -291,7 +393,7 @@ def progress_widget(notebook: str):
     for ex in exercises(notebook):
         s = status.get(ex.number, "not run")
         icon = {"passed": "✓", "failed": "✗", "not attempted": "·", "not run": "·"}[s]  # plain glyphs: no emoji font needed
-        before = " (passed before)" if s != "passed" and ex.number in recorded else ""
+        before = " (passed before)" if s != "passed" and ex.name in recorded else ""
         rows.append(f"<tr><td>{icon}</td><td>Exercise {ex.number}</td><td><code>{ex.name}</code></td><td>{s}{before}</td></tr>")
     n_passed = sum(v == "passed" for v in status.values())
     html = (f"<div class='labutils-progress'><b>{notebook}: {n_passed} of {len(exercises(notebook))} exercises "
