@@ -34,3 +34,22 @@ def test_setup_cell_gives_advice_without_labutils(tmp_path):
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 and "-m pip install -r" in lines[0] and "restart the kernel" in lines[0]
     assert str(tmp_path / "requirements.txt") in lines[0] and sys.executable in lines[0]
+
+
+LEARNER = ROOT / "notebooks"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_learner_copy_structure(path):
+    """The learner copy (executed by the browser layer, not by nbval): cleared, one stub per solution region."""
+    copy = LEARNER / path.name
+    assert copy.exists(), f"no learner copy of {path.name}: run `python -m labutils.authoring build`"
+    learner = nbformat.read(copy, as_version=4)
+    solution = nbformat.read(path, as_version=4)
+    code = [c for c in learner.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "outputs must be cleared"
+    regions = sum(c.source.count("### BEGIN SOLUTION") for c in solution.cells if c.cell_type == "code")
+    stubs = sum(c.source.count("raise NotImplementedError(") for c in code)
+    assert stubs >= regions, f"{regions} solution regions but {stubs} stubs"
+    checks_called = sum("check_" in c.source for c in code)
+    assert checks_called >= regions, "every exercise is followed by its checker"

@@ -23,11 +23,6 @@ INSTALL_HINT = ("install it with `sudo apt-get install chromium` (Debian/Ubuntu;
                 "system browser.")
 
 
-def pytest_collection_modifyitems(config, items):
-    """Run the browser layer last: in a full run the notebooks under nbval have warmed the training cache."""
-    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # stable sort keeps the rest in order
-
-
 def _missing() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
