@@ -276,72 +276,79 @@ def _file_outputs(nb) -> list[tuple[int, dict]]:
     return [(i, out) for i, c in enumerate(nb.cells) if c.cell_type == "code" for out in c.get("outputs", [])]
 
 
-def run_notebook(page, server: LabServer, relpath: str, *, timeout_s: float = 600, min_images: int = 0,
-                 control_timeout_s: float = 60, screenshot: Path | None = None) -> list[str]:
-    """Open ``relpath`` (under the server's root) in JupyterLab, run all cells, check everything; return problems."""
+def _open_and_run_all(page, server: LabServer, relpath: str, timeout_s: float) -> tuple[list[str], bool]:
+    """Open the notebook, wait for its kernel, then Run ▸ Run All Cells and wait until it is quiet.
+
+    Returns (problems, finished): nothing more can be checked when the run did not finish."""
     page.goto(server.lab_url(relpath))
     page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=120_000)
     # the indicator says "idle" before any kernel exists: first wait for the server's session, then the page
     deadline = time.monotonic() + 120
-    while not any(s["path"] == relpath and s["kernel"]["execution_state"] == "idle" for s in server.api("GET", "/api/sessions")):
+    while not any(s["path"] == relpath and s["kernel"]["execution_state"] == "idle"
+                  for s in server.api("GET", "/api/sessions")):
         if time.monotonic() > deadline:
-            return [f"no kernel became idle for {relpath} within 120 s"]
+            return [f"no kernel became idle for {relpath} within 120 s"], False
         page.wait_for_timeout(250)
     wait_idle(page, timeout_s=120, settle_s=1.0)
     page.keyboard.press("Control+b")  # hide the file browser: more room for the notebook in the screenshot
-    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-InputArea-prompt").first.click()  # the notebook has the focus
+    # give the notebook the focus
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-InputArea-prompt").first.click()
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
     item = page.locator(".lm-Menu-item", has_text=re.compile(r"^Run All Cells"))
     item.first.wait_for(state="visible")
     if item.first.get_attribute("aria-disabled") == "true":
-        return ["Run ▸ Run All Cells is disabled"]
+        return ["Run ▸ Run All Cells is disabled"], False
     item.first.click()
     page.wait_for_timeout(1000)
-    problems = []
     try:
         state = wait_idle(page, timeout_s=timeout_s)
     except TimeoutError as err:
-        return [str(err)]
+        return [str(err)], False
+    problems = []
     if any(not re.fullmatch(r"\[\d+\]:", p) for p in state["prompts"]):
         problems.append(f"not every code cell ran (prompts: {' '.join(state['prompts'])})")
-
     dialogs = page.locator(".jp-Dialog")
     if dialogs.count():
         problems.append(f"a dialog is open: {(dialogs.first.text_content() or '').strip()[:200]!r}")
         page.keyboard.press("Escape")
-    # save, then read back exactly what ran from the server (output types, widget and image outputs)
+    return problems, True
+
+
+def _save_and_read_back(page, server: LabServer, relpath: str):
+    """Save, then read back exactly what ran from the server (output types, widget and image outputs)."""
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first.click(position={"x": 5, "y": 5})
     page.keyboard.press("Control+s")
     page.wait_for_function("() => !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')", timeout=30_000)
     model = server.api("GET", f"/api/contents/{relpath}?content=1&type=notebook")
-    nb = nbformat.from_dict(model["content"])
-    outputs = _file_outputs(nb)
+    return nbformat.from_dict(model["content"])
 
+
+def _error_outputs(outputs) -> list[str]:
+    """Error outputs, and figures that were printed as text instead of drawn."""
+    problems = []
     for i, out in outputs:
         if out.get("output_type") == "error":
             problems.append(f"cell {i} shows an error: {out.get('ename')}: {str(out.get('evalue'))[:200]}")
         text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
         if re.search(r"<Figure size \d+x\d+ with \d+ Axes>", text) and "image/png" not in out.get("data", {}):
             problems.append(f"cell {i} made a figure that was not drawn as an image ({text.strip()[:60]})")
+    return problems
 
+
+def _rendering_problems(page, nb, outputs, min_images: int) -> list[str]:
+    """Every figure a decoded, visible image; every widget output a rendered view."""
     # the page shows the saved model: file output k of cell j is the k-th output child of DOM cell j
     cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell")
     if cells.count() != len(nb.cells):
-        problems.append(f"{len(nb.cells)} cells in the notebook but {cells.count()} on the page")
-        cells = None
-
-    def shown(j: int, k: int):
-        return cells.nth(j).locator(":scope .jp-Cell-outputArea > .jp-OutputArea-child").nth(k) \
-            .locator(":scope > .jp-OutputArea-output")
-
-    per_cell = {}
-    n_png = 0
+        return [f"{len(nb.cells)} cells in the notebook but {cells.count()} on the page"]
+    problems, per_cell, n_png = [], {}, 0
     for j, out in outputs:
         k = per_cell[j] = per_cell.get(j, -1) + 1
         data = out.get("data", {})
-        if cells is None or not ({"image/png", WIDGET_MIME} & set(data)):
+        if not ({"image/png", WIDGET_MIME} & set(data)):
             continue
-        el = shown(j, k)
+        el = cells.nth(j).locator(":scope .jp-Cell-outputArea > .jp-OutputArea-child").nth(k) \
+            .locator(":scope > .jp-OutputArea-output")
         if not el.count():
             problems.append(f"cell {j}: output {k + 1} is in the notebook but not on the page")
             continue
@@ -351,9 +358,10 @@ def run_notebook(page, server: LabServer, relpath: str, *, timeout_s: float = 60
         if "image/png" in data:  # a figure: an <img> the browser decoded, and visible
             n_png += 1
             img = el.locator("img")
-            if not img.count() or not img.first.evaluate("i => i.complete && i.naturalWidth > 0") or not img.first.is_visible():
+            if (not img.count() or not img.first.evaluate("i => i.complete && i.naturalWidth > 0")
+                    or not img.first.is_visible()):
                 problems.append(f"cell {j}: figure {k + 1} did not render as a visible image")
-        elif WIDGET_MIME in data:  # a widget: its view rendered (not an error, not the text fallback)
+        else:  # a widget: its view rendered (not an error, not the text fallback)
             text = (el.text_content() or "").strip()
             view = el.locator(":scope > .jupyter-widgets")
             if "Error displaying widget" in text or not view.count() or not view.first.is_visible():
@@ -366,11 +374,11 @@ def run_notebook(page, server: LabServer, relpath: str, *, timeout_s: float = 60
         img.scroll_into_view_if_needed()
         if not img.evaluate("i => i.complete && i.naturalWidth > 0") or not img.is_visible():
             problems.append(f"a figure inside a widget output ({k + 1}) did not render as a visible image")
+    return problems
 
-    # controls: visible, and moving each changes what its cell shows
-    problems += _widget_problems(page, control_timeout_s)
 
-    # progress widget (last code cell): renders and agrees with the checkers' verdicts printed in this run
+def _progress_widget_problems(page, relpath: str, outputs) -> list[str]:
+    """The progress widget (last code cell) renders and agrees with the checkers' verdicts printed in this run."""
     verdicts = {}
     for _, out in outputs:
         for number, name, what in VERDICT.findall("".join(out.get("text", ""))):
@@ -378,19 +386,33 @@ def run_notebook(page, server: LabServer, relpath: str, *, timeout_s: float = 60
     last_cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").last
     widget = last_cell.locator(".labutils-progress")
     if not widget.count() or not widget.first.is_visible():
-        problems.append("the progress widget at the end did not render")
-    else:
-        widget.first.scroll_into_view_if_needed()
-        header = widget.first.locator("b").first.text_content() or ""
-        rows = [[td.strip() for td in r] for r in
-                widget.first.locator("tr").evaluate_all("rs => rs.map(r => [...r.cells].map(c => c.textContent))")]
-        shown = {r[1].removeprefix("Exercise ").strip(): (r[2], r[3].split(" (")[0]) for r in rows if len(r) >= 4}
-        if shown != verdicts:
-            problems.append(f"progress widget shows {shown}, but the checkers said {verdicts}")
-        n_passed = sum(v[1] == "passed" for v in verdicts.values())
-        if not header.startswith(f"{Path(relpath).stem}: {n_passed} of {len(shown)} exercises passed"):
-            problems.append(f"progress widget header {header!r} does not say {n_passed} of {len(shown)} passed")
+        return ["the progress widget at the end did not render"]
+    widget.first.scroll_into_view_if_needed()
+    header = widget.first.locator("b").first.text_content() or ""
+    rows = [[td.strip() for td in r] for r in
+            widget.first.locator("tr").evaluate_all("rs => rs.map(r => [...r.cells].map(c => c.textContent))")]
+    shown = {r[1].removeprefix("Exercise ").strip(): (r[2], r[3].split(" (")[0]) for r in rows if len(r) >= 4}
+    problems = []
+    if shown != verdicts:
+        problems.append(f"progress widget shows {shown}, but the checkers said {verdicts}")
+    n_passed = sum(v[1] == "passed" for v in verdicts.values())
+    if not header.startswith(f"{Path(relpath).stem}: {n_passed} of {len(shown)} exercises passed"):
+        problems.append(f"progress widget header {header!r} does not say {n_passed} of {len(shown)} passed")
+    return problems
 
+
+def run_notebook(page, server: LabServer, relpath: str, *, timeout_s: float = 600, min_images: int = 0,
+                 control_timeout_s: float = 60, screenshot: Path | None = None) -> list[str]:
+    """Open ``relpath`` (under the server's root) in JupyterLab, run all cells, check everything; return problems."""
+    problems, finished = _open_and_run_all(page, server, relpath, timeout_s)
+    if not finished:
+        return problems
+    nb = _save_and_read_back(page, server, relpath)
+    outputs = _file_outputs(nb)
+    problems += _error_outputs(outputs)
+    problems += _rendering_problems(page, nb, outputs, min_images)
+    problems += _widget_problems(page, control_timeout_s)  # controls: visible, and moving each changes its cell
+    problems += _progress_widget_problems(page, relpath, outputs)
     if screenshot is not None:
         _full_screenshot(page, screenshot)
     return problems
