@@ -9,6 +9,7 @@ Notebooks import it; it never imports notebooks. Nothing here seeds or downloads
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import random
 import tempfile
@@ -19,7 +20,8 @@ __all__ = ["set_seed", "torch_threads", "atomic_write", "positive_int", "__versi
 
 
 def positive_int(name: str, value, *, allow_none: bool = False):
-    """Return ``value`` if it is a positive int (bools are not), else raise a ValueError naming it.
+    """Return ``value`` as an int if it is a positive integer (Python or numpy; bools are not), else raise
+    a ValueError naming it.
 
     >>> positive_int("batch_size", 32)
     32
@@ -30,10 +32,10 @@ def positive_int(name: str, value, *, allow_none: bool = False):
     """
     if allow_none and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         extra = " or None" if allow_none else ""
         raise ValueError(f"{name} must be a positive int{extra}, got {value!r}")
-    return value
+    return int(value)
 
 
 def atomic_write(path, data: bytes | str, *, mode: int | None = None) -> None:

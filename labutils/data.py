@@ -21,6 +21,8 @@ import hashlib
 import numpy as np
 import torch
 
+from labutils import positive_int
+
 _ROW_SUM_TOL = 1e-6  # rows must sum to 1 within this (issue contract)
 
 
@@ -68,8 +70,7 @@ def _as_tokens(tokens, vocab_size: int) -> torch.Tensor:
 
 def _check_sizes(n_states, vocab_size) -> None:
     for name, v in (("n_states", n_states), ("vocab_size", vocab_size)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        positive_int(name, int(v) if isinstance(v, np.integer) else v)
 
 
 def _floored_rows(r: np.ndarray) -> np.ndarray:
@@ -163,10 +164,8 @@ class HMMLanguage:
 
     def sample(self, n_sequences: int, length: int, *, seed: int) -> torch.LongTensor:
         """Sample token sequences, shape (n_sequences, length), deterministic given seed."""
-        if not isinstance(n_sequences, (int, np.integer)) or n_sequences < 1:
-            raise ValueError(f"n_sequences must be a positive int, got {n_sequences!r}")
-        if not isinstance(length, (int, np.integer)) or length < 1:
-            raise ValueError(f"length must be a positive int, got {length!r}")
+        positive_int("n_sequences", int(n_sequences) if isinstance(n_sequences, np.integer) else n_sequences)
+        positive_int("length", int(length) if isinstance(length, np.integer) else length)
         rng = np.random.default_rng(seed)
         init_cdf = np.cumsum(self.initial)
         trans_cdf = np.cumsum(self.transition, axis=1)  # (S, S)
@@ -233,7 +232,7 @@ class HMMLanguage:
         return self.nll(x, from_position=length // 2)
 
 
-# The course's default language, chosen for the scaling lab (issue 2): tiny transformers trained
+# The course's default language, chosen for the scaling lab (lab 01): tiny transformers trained
 # with 1e10–1e13 FLOPs must stay ≥ 0.2 nats above the floor and show IsoFLOP valleys, and the excess
 # loss must shrink like a power law (each doubling of compute buying no more than the one before),
 # or lab 01's fitted law cannot extrapolate. How it was chosen (measured on 2 CPU cores, context 64,

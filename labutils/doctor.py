@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 
+from labutils.hardware import cpu_model, usable_cores
+
 # What the course needs: (distribution, why). Versions are pinned in requirements.txt.
 REQUIRED = [
     ("torch", "models and training"),
@@ -31,24 +33,6 @@ class Finding:
     value: str
     ok: bool = True
     advice: str = ""
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def findings() -> list[Finding]:

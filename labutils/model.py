@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from labutils import positive_int
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -32,15 +34,13 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {v!r}")
+            positive_int(f"GPTConfig.{name}", getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.d_ff is None:
             object.__setattr__(self, "d_ff", 4 * self.d_model)
-        elif not isinstance(self.d_ff, int) or self.d_ff < 1:
-            raise ValueError(f"GPTConfig.d_ff must be a positive int or None, got {self.d_ff!r}")
+        else:
+            positive_int("GPTConfig.d_ff", self.d_ff, allow_none=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

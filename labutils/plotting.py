@@ -4,7 +4,7 @@ Colours are the Okabe–Ito palette (safe for the common colour-vision deficienc
 Every axis gets a label with its unit; log axes say so.
 
     >>> fig, ax = new_figure()
-    >>> plot_loss_curve(ax, [(1e3, 3.0), (2e3, 2.5)], floor=2.0)
+    >>> line = plot_loss_curve(ax, [(1e3, 3.0), (2e3, 2.5)], floor=2.0)
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Checkers for 00_start_here: two warm-up exercises about cost.
 
     >>> check_matmul_flops(lambda m, k, n: 2 * m * k * n)
+    Exercise 0.1 · matmul_flops — all 5 cases pass ✓
+      cost: a (4096 × 4096) @ (4096 × 4096) matmul is 1.374e+11 FLOPs
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """The builder: markers become stubs at the right indentation, outputs go, edited copies are protected."""
 
-import shutil
 from pathlib import Path
 
 import nbformat

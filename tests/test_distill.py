@@ -8,8 +8,15 @@ import torch
 from labutils import torch_threads
 from labutils.checks import CheckFailed
 from labutils.distill import (
-    check_jsd, check_kd_loss, check_reverse_kl, check_topk_targets, distinct_sampled_targets, kd_loss,
-    sampled_targets, sparse_kd_loss, topk_targets,
+    check_jsd,
+    check_kd_loss,
+    check_reverse_kl,
+    check_topk_targets,
+    distinct_sampled_targets,
+    kd_loss,
+    sampled_targets,
+    sparse_kd_loss,
+    topk_targets,
 )
 
 
@@ -202,7 +209,7 @@ def test_checkers_pass_reference_and_fail_wrong(capsys):
 
 @pytest.mark.slow
 def test_shipped_teacher_retrains_to_the_same_model():
-    """`python -m labutils.distill_teacher` is reproducible: re-train with the cache bypassed and compare.
+    """`python -m labutils.distill.teacher` is reproducible: re-train with the cache bypassed and compare.
 
     Tolerance: same machine and thread count give bitwise-identical weights, but BLAS reduction order
     differs across CPUs and thread counts, and 292 AdamW steps amplify those float32 rounding
@@ -212,7 +219,7 @@ def test_shipped_teacher_retrains_to_the_same_model():
     busy 2-core machine two threads waiting for each other took 261 s where one took 31 s.
     """
     from labutils.data import DEFAULT_CONTEXT, default_language
-    from labutils.distill_teacher import TEACHER_CONFIG, load_teacher, shipped_eval_loss, train_teacher
+    from labutils.distill.teacher import TEACHER_CONFIG, load_teacher, shipped_eval_loss, train_teacher
     from labutils.model import TinyGPT
 
     shipped = load_teacher()

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from labutils import torch_threads
+from labutils.checks import CheckFailed
 from labutils.data import HMMLanguage
-from labutils.distill_onpolicy import check_onpolicy_loss, gkd_hook, onpolicy_loss, sample_student, sequence_reverse_kl
+from labutils.distill import check_onpolicy_loss, gkd_hook, onpolicy_loss, sample_student, sequence_reverse_kl
 from labutils.model import GPTConfig, TinyGPT
 
 
@@ -91,5 +92,5 @@ def test_onpolicy_loss_matches_checker_and_checker_fails_misaligned(capsys):
     def misaligned(logits, samples, language):  # logits at t compared with probs at t: the classic bug
         return kd_loss(logits, language.next_token_probs(samples).log().float(), divergence="reverse_kl")
 
-    with pytest.raises(Exception):
+    with pytest.raises(CheckFailed):
         check_onpolicy_loss(misaligned)

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labutils import fastmem, kernels
-from labutils.fastmem import FastMemory, FastMemoryFull
+from labutils import kernels
+from labutils.kernels import fastmem
+from labutils.kernels.fastmem import FastMemory, FastMemoryFull
 
 
 def sdpa(q, k, v, causal):
@@ -165,7 +166,7 @@ def _blockwise_softmax(x, block_size):
 
 def test_checkers_refuse_whole_array_answers(capsys):
     from labutils.checks import CheckFailed
-    from labutils.kernel_checks import check_flash_attention, check_merge_softmax_stats, check_online_softmax
+    from labutils.kernels import check_flash_attention, check_merge_softmax_stats, check_online_softmax
 
     check_online_softmax(_blockwise_softmax)  # reads blocks: passes
     check_flash_attention(_flash_blocks)
@@ -207,7 +208,7 @@ def _flash_blocks(q, k, v, block_size, causal):
 
 
 def test_block_reader_extents():
-    from labutils.kernel_checks import BlockReader
+    from labutils.kernels import BlockReader
 
     x = np.arange(2 * 10 * 3, dtype=float).reshape(2, 10, 3)
     r = BlockReader(x, -2)

@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from labutils.checks import CheckFailed
-from labutils.moe import (MoELayer, balancing_loss_of, check_drop_over_capacity, check_load_balancing_loss,
-                          drop_over_capacity, expert_capacity, load_balancing_loss, route_top_k)
+from labutils.moe import (
+    MoELayer,
+    balancing_loss_of,
+    check_drop_over_capacity,
+    check_load_balancing_loss,
+    drop_over_capacity,
+    expert_capacity,
+    load_balancing_loss,
+    route_top_k,
+)
 
 
 def test_route_top_k_orders_choices_and_weights():

@@ -7,9 +7,22 @@ import pytest
 import torch
 
 from labutils.checks import CheckFailed
-from labutils.moe_serving import (Cluster, Machine, StackConfig, check_comm_per_step, check_dispatch_splits,
-                                  comm_per_step, dispatch_splits, ep_off_rank, experts_touched, fit_machine,
-                                  memory_per_chip, reference_output, run_layout, step_latency)
+from labutils.moe import (
+    Cluster,
+    Machine,
+    StackConfig,
+    check_comm_per_step,
+    check_dispatch_splits,
+    comm_per_step,
+    dispatch_splits,
+    ep_off_rank,
+    experts_touched,
+    fit_machine,
+    memory_per_chip,
+    reference_output,
+    run_layout,
+    step_latency,
+)
 
 CFG = StackConfig(d_model=32, d_ff=48, n_experts=8, k=2, n_layers=4)
 
@@ -154,3 +167,14 @@ def test_reference_machines_two_all_to_alls_fp8_dispatch_and_pp_sums_stages():
     toy = Machine("toy", 4e10, 8e9, 2e9, 5e-5, expert_s=4e-5)
     c4, c5 = (step_latency("pp", toy, batch=1, n_layers=L, **shape)["compute_s"] for L in (4, 5))
     assert c5 == pytest.approx(c4 * 5 / 4)
+
+
+def test_reference_machines_come_from_the_one_chip_table():
+    from labutils import hardware as hw
+    from labutils.moe import H100_INFINIBAND, H100_NVLINK, TPU_V5P_ICI
+
+    for m, chip, link in ((H100_NVLINK, hw.H100_SXM, hw.NVLINK_H100), (H100_INFINIBAND, hw.H100_SXM, hw.INFINIBAND),
+                          (TPU_V5P_ICI, hw.TPU_V5P, hw.ICI_V5P)):
+        assert (m.flops, m.mem_bw, m.hbm_bytes) == (chip.bf16_flops, chip.hbm_bandwidth, chip.hbm_bytes)
+        assert (m.link_bw, m.alpha_s) == (link.bandwidth, link.alpha_s)
+    assert all(c.source and l.source for c in hw.CHIPS.values() for l in hw.LINKS.values())  # every number is cited

@@ -1,6 +1,7 @@
 """Tests for labutils.scaling: the parametric fit against known laws and closed forms, the bootstrap,
 bad inputs, and a reproduction of stored sweep points."""
 
+import json
 import math
 
 import numpy as np
@@ -8,10 +9,20 @@ import pytest
 from scipy.optimize import minimize, minimize_scalar
 
 from labutils import torch_threads
-from labutils.scaling import (ChinchillaFit, bootstrap_fits, chinchilla_loss, fit_chinchilla, fit_intervals,
-                              isoflop_optimum, lbfgs, objective, percentile_interval, predict_interval)
+from labutils.scaling import (
+    ChinchillaFit,
+    bootstrap_fits,
+    chinchilla_loss,
+    fit_chinchilla,
+    fit_intervals,
+    isoflop_optimum,
+    lbfgs,
+    objective,
+    percentile_interval,
+    predict_interval,
+)
 
-CHINCHILLA_UNROUNDED = dict(E=1.6934, A=406.40, B=410.72, alpha=0.33917, beta=0.28491)  # REFERENCE_FACTS §1
+CHINCHILLA_UNROUNDED = dict(E=1.6934, A=406.40, B=410.72, alpha=0.33917, beta=0.28491)  # Hoffmann et al. 2022 (arXiv 2203.15556), unrounded
 GOPHER_FLOPS = 5.76e23  # Hoffmann et al. 2022
 
 
@@ -95,7 +106,9 @@ def test_bootstrap_intervals_shrink_with_noise_and_are_seeded():
     b = bootstrap_fits(N, D, L, n_resamples=5, seed=7)
     assert [f.params for f in a] == [f.params for f in b]
     lo, hi = predict_interval(a, 1e10, 2e11)
-    assert lo <= hi
+    preds = [float(f.predict(1e10, 2e11)) for f in a]
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(preds, [10, 90])), rel=1e-12)  # level 0.8: 10th and 90th
+    assert min(preds) <= lo < hi <= max(preds)  # resampled fits disagree, so the interval has width
 
 
 def test_percentile_interval():
@@ -137,7 +150,7 @@ def test_bad_law_and_budget():
 # ----------------------------------------------------------------------------- the stored sweep
 
 def test_stored_sweep_design():
-    from labutils.scaling_sweep import BIG_FACTOR, load_sweep
+    from labutils.scaling import BIG_FACTOR, load_sweep
 
     s = load_sweep()
     budgets = sorted({r["budget"] for r in s["runs"]})
@@ -162,7 +175,7 @@ def test_stored_sweep_reproduces():
 
     from labutils.data import default_language
     from labutils.model import GPTConfig
-    from labutils.scaling_sweep import load_sweep
+    from labutils.scaling import load_sweep
     from labutils.train import train_lm
 
     s = load_sweep()
@@ -175,3 +188,48 @@ def test_stored_sweep_reproduces():
                            cache=False, progress=False)
             assert abs(got.eval_loss - r["eval_loss"]) < 0.01, (r["config"], got.eval_loss, r["eval_loss"])
             assert got.tokens == r["tokens"] and got.n_params == r["n_params"]
+
+
+# ----------------------------------------------------------------------------- the sweep machinery
+
+@pytest.mark.slow
+def test_run_sweep_tiny_resumes_after_an_interruption(tmp_path, monkeypatch):
+    """The ``tiny`` preset end to end: interrupted after two runs, a second call trains only what is
+    missing and ends with what an uninterrupted sweep stores."""
+    import labutils.train
+    from labutils.scaling import design, load_sweep, run_sweep
+
+    real, calls = labutils.train.train_lm, []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        if interrupt_after is not None and len(calls) > interrupt_after:
+            raise KeyboardInterrupt  # what Ctrl-C does mid-sweep
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(labutils.train, "train_lm", counting)
+    out = tmp_path / "sweep.json"
+    interrupt_after = 2
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep("tiny", out=out, progress=False)
+    partial = load_sweep(out)
+    assert len(partial["lr_sweep"]) == 2 and partial["runs"] == [] and "finished" not in partial["meta"]
+
+    d = design("tiny")
+    n_lr = len({g["size"] for g in d["grid"]}) * len(d["lrs"])
+    total = n_lr + len(d["grid"]) + len(d["big_seeds"])  # every run the sweep records
+    calls.clear()
+    interrupt_after = None
+    res = run_sweep("tiny", out=out, progress=False)
+    assert len(calls) == total - 2  # the two stored runs were not trained (or even looked up) again
+    assert json.loads(json.dumps(res)) == load_sweep(out) and "finished" in res["meta"]  # what was returned was saved
+    assert len(res["lr_sweep"]) == n_lr and len(res["runs"]) == len(d["grid"])
+    assert [r["seed"] for r in res["big"]["runs"]] == d["big_seeds"]
+    assert res["big"]["interval"][0] < res["big"]["prediction"] < res["big"]["interval"][1]
+    assert res["lr_sweep"][:2] == partial["lr_sweep"]  # kept, not redone
+
+    fresh = run_sweep("tiny", out=tmp_path / "fresh.json", progress=False)  # uninterrupted (cache hits)
+    key = lambda rows: [(r.get("size"), r.get("budget"), r.get("seed"), r["eval_loss"]) for r in rows]  # noqa: E731
+    for part in ("lr_sweep", "runs"):
+        assert key(res[part]) == key(fresh[part])
+    assert key(res["big"]["runs"]) == key(fresh["big"]["runs"]) and res["big"]["interval"] == fresh["big"]["interval"]

@@ -1,7 +1,10 @@
 """Checkers for 01_scaling_laws. Each compares the learner's function with the reference in
-``labutils.scaling`` (or with ``labutils.model.count_params``) on fixed cases.
+``labutils.scaling.law`` (or with ``labutils.model.count_params``) on fixed cases.
 
-    >>> check_tinygpt_params(lambda d, L, V, T: (0, 0))   # prints which case is wrong, raises CheckFailed
+    >>> check_tinygpt_params(lambda d, L, V, T: (0, 0))   # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ...
+    CheckFailed: it prints which cases are wrong and why, then raises
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import numpy as np
 
 from labutils.checks import Case, Exercise, run_cases
 from labutils.model import GPTConfig, count_params
-from labutils.scaling import ChinchillaFit, isoflop_optimum, objective, predict_interval
+from labutils.scaling.law import ChinchillaFit, isoflop_optimum, objective, predict_interval
 
 NOTEBOOK = "01_scaling_laws"
 EX_PARAMS = Exercise(NOTEBOOK, "1.1", "tinygpt_params")

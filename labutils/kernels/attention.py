@@ -23,18 +23,19 @@ import textwrap
 
 import numpy as np
 
+from labutils import positive_int
+
 
 def _block(block_size) -> int:
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size <= 0:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
-    return int(block_size)
+    return positive_int("block_size", int(block_size) if isinstance(block_size, np.integer) else block_size)
 
 
 def merge_softmax_stats(a: tuple, b: tuple) -> tuple:
     """Merge two (max, sum of exp(x - max)) pairs into the pair of the union; associative and commutative.
 
-    >>> merge_softmax_stats((1.0, 1.0), (2.0, 1.0))   # softmax stats of [1] and [2] -> of [1, 2]
-    (2.0, 1.367...)
+    >>> m, d = merge_softmax_stats((1.0, 1.0), (2.0, 1.0))   # softmax stats of [1] and [2] -> of [1, 2]
+    >>> float(m), round(float(d), 4)                          # d = 1·e^(1−2) + 1·e^(2−2)
+    (2.0, 1.3679)
     """
     (m_a, d_a), (m_b, d_b) = a, b
     m = np.maximum(m_a, m_b)
@@ -144,8 +145,7 @@ def flash_attention(q, k, v, *, block_size: int = 64, causal: bool = False) -> n
 def memory_passes(n_ops: int, *, fused: bool) -> int:
     """Full-array memory passes of a chain of ``n_ops`` elementwise ops: each op reads and writes the
     array unfused (2·n_ops); fused, the chain reads once and writes once (2). Horace He's x.cos().cos(): 4 vs 2."""
-    if isinstance(n_ops, bool) or not isinstance(n_ops, int) or n_ops < 1:
-        raise ValueError(f"n_ops must be a positive int, got {n_ops!r}")
+    positive_int("n_ops", n_ops)
     return 2 if fused else 2 * n_ops
 
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from labutils.checks import CheckFailed
-from labutils.distill import sampled_targets, topk_targets
-from labutils.teacher_store import ShardError, TeacherStore, check_target_bytes, target_bytes
+from labutils.distill import ShardError, TeacherStore, check_target_bytes, sampled_targets, target_bytes, topk_targets
 
 N, T, V = 3, 16, 64
 
@@ -114,6 +113,6 @@ def test_bad_append_shapes(tmp_path, batch):
 
 def test_target_bytes_checker(capsys):
     check_target_bytes(target_bytes)
-    assert "512 KiB/token" in capsys.readouterr().out  # 262,144 × 2 B (REFERENCE_FACTS §2: ≈512 KB/token)
+    assert "512 KiB/token" in capsys.readouterr().out  # 262,144 × 2 B (Gemma 3, arXiv 2503.19786: a 262k vocabulary)
     with pytest.raises(CheckFailed):
         check_target_bytes(lambda n, V, k, b: n * (V if k is None else k) * b)  # forgot the indices

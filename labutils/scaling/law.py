@@ -12,7 +12,7 @@ from the full-data optimum as well.
 
 Left out on purpose: Approach 1 (envelope of training curves), Kaplan's L(N, D) form, fitting
 the learning rate or batch size against compute. The sweep that produces data lives in
-``labutils.scaling_sweep`` (``python -m labutils.scaling sweep``).
+``labutils.scaling.sweep`` (``python -m labutils.scaling sweep``).
 
     >>> fit = ChinchillaFit(E=1.6934, A=406.40, B=410.72, alpha=0.33917, beta=0.28491)
     >>> N, D = fit.compute_optimal(5.76e23)     # ≈ 40B parameters (the paper's unrounded law)
@@ -20,15 +20,15 @@ the learning rate or batch size against compute. The sweep that produces data li
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import itertools
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import ThreadpoolController
+
+from labutils import positive_int
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, Approach 3
 # The paper's grid of initial points (Hoffmann et al. 2022, Appendix D.2): 5·5·5·6·6 = 4,500 starts.
@@ -117,32 +117,15 @@ def _validate(N, D, loss, *, min_points: int = 5):
     return N, D, L
 
 
-@contextlib.contextmanager
+_BLAS = []  # one ThreadpoolController, made on first use: it scans the loaded libraries once (≈3 ms)
+
+
 def _one_blas_thread():
-    """Run OpenBLAS single-threaded for a while (what threadpoolctl does, for the libraries numpy and
-    scipy ship). L-BFGS-B makes thousands of tiny BLAS calls; on a busy 2-core machine a second BLAS
-    thread spin-waits and made each fit ≈15× slower (measured here). Does nothing where it cannot."""
-    handles = []
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and line.rstrip().endswith(".so")}
-    except OSError:
-        paths = set()
-    for path in sorted(paths):
-        for suffix in ("64_", ""):
-            try:
-                lib = ctypes.CDLL(path)
-                get = getattr(lib, f"scipy_openblas_get_num_threads{suffix}")
-                set_ = getattr(lib, f"scipy_openblas_set_num_threads{suffix}")
-            except (OSError, AttributeError):
-                continue
-            handles.append((set_, get()))
-            set_(1)
-    try:
-        yield
-    finally:
-        for set_, n in handles:
-            set_(n)
+    """Run BLAS single-threaded for a while (threadpoolctl). L-BFGS-B makes thousands of tiny BLAS calls;
+    on a busy 2-core machine a second BLAS thread spin-waits and made each fit ≈15× slower (measured here)."""
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())  # numpy's and scipy's BLAS are loaded by now (imports above)
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 # ----------------------------------------------------------------------------- the objective
@@ -256,8 +239,7 @@ def bootstrap_fits(N, D, loss, *, n_resamples: int, seed: int, delta: float = HU
     ``BOOTSTRAP_MAXITER`` L-BFGS steps.
     """
     N, D, L = _validate(N, D, loss)
-    if not isinstance(n_resamples, int) or isinstance(n_resamples, bool) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
+    positive_int("n_resamples", n_resamples)
     full = fit_chinchilla(N, D, L, delta=delta)
     rng = np.random.default_rng(seed)
     fits = []
@@ -320,8 +302,3 @@ def power_law_fit(C, y) -> tuple[float, float]:
     a, logk = np.polyfit(np.log(C), np.log(y), 1)
     return float(np.exp(logk)), float(a)
 
-
-if __name__ == "__main__":
-    from labutils.scaling_sweep import main
-
-    sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,8 @@
 """The trained teacher of lab 02: a small TinyGPT whose weights ship as package data.
 
-``python -m labutils.distill_teacher`` trains it (cache bypassed) and writes
+``python -m labutils.distill.teacher`` trains it (cache bypassed) and writes
 ``labutils/data/distill_teacher.pt``; ``load_teacher()`` returns it ready for inference, and
-tests/test_distill.py re-trains it and compares. It is deliberately small (d_model 48, 2 layers,
+a test re-trains it and compares. It is deliberately small (d_model 48, 2 layers,
 ~0.6M tokens) so that re-training fits a test budget, and deliberately better than the lab's
 students (d_model 32, 1 layer, fewer tokens), so distilling from it has something to teach: on the
 default language it ends ≈ 0.37 nats above the floor, where the lab's hard-label student at 4× its
@@ -15,17 +15,19 @@ in the notebook, not a sweep).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 
+from labutils import atomic_write
 from labutils.data import DEFAULT_CONTEXT, default_language
 from labutils.model import GPTConfig, TinyGPT
 from labutils.train import train_lm
 
 TEACHER_CONFIG = GPTConfig(vocab_size=64, context_length=DEFAULT_CONTEXT, d_model=48, n_layers=2, n_heads=2)
 TEACHER_RUN = dict(tokens=600_000, batch_size=32, lr=3e-3, seed=7)  # lr 3e-3 trains d≤64 TinyGPTs stably here
-DATA_PATH = Path(__file__).resolve().parent / "data" / "distill_teacher.pt"
+DATA_PATH = Path(__file__).resolve().parent.parent / "data" / "distill_teacher.pt"
 
 
 def train_teacher(*, cache: bool = True, progress: bool = True):
@@ -38,13 +40,13 @@ def load_teacher(path: Path | str = DATA_PATH) -> TinyGPT:
     """The shipped teacher, in eval mode with gradients off."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `python -m labutils.distill_teacher` to train it")
+        raise FileNotFoundError(f"{path} is missing; run `python -m labutils.distill.teacher` to train it")
     blob = torch.load(path, weights_only=True)
     if blob["config"] != TEACHER_CONFIG.to_dict():
         raise ValueError(f"{path.name} was trained with {blob['config']}, not {TEACHER_CONFIG.to_dict()}; re-run the command")
     if blob.get("language") != default_language().fingerprint():
         raise ValueError(f"{path.name} was trained on another language (fingerprint {blob.get('language')}, the default "
-                         f"is now {default_language().fingerprint()}); run `python -m labutils.distill_teacher` to re-train it")
+                         f"is now {default_language().fingerprint()}); run `python -m labutils.distill.teacher` to re-train it")
     model = TinyGPT(TEACHER_CONFIG)
     model.load_state_dict(blob["state_dict"])
     model.eval().requires_grad_(False)
@@ -59,13 +61,14 @@ def shipped_eval_loss(path: Path | str = DATA_PATH) -> float:
 def main(argv=None) -> None:
     import argparse
 
-    argparse.ArgumentParser(prog="python -m labutils.distill_teacher",
+    argparse.ArgumentParser(prog="python -m labutils.distill.teacher",
                             description=f"Re-train lab 02's teacher (cache bypassed) and write it to {DATA_PATH}.").parse_args(argv)
     run = train_teacher(cache=False)
     state = {k: v.to(torch.float32) for k, v in run.state_dict.items()}
-    DATA_PATH.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
     torch.save(dict(config=TEACHER_CONFIG.to_dict(), run=TEACHER_RUN, language=default_language().fingerprint(),
-                    state_dict=state, eval_loss=run.eval_loss, floor=run.floor), DATA_PATH)
+                    state_dict=state, eval_loss=run.eval_loss, floor=run.floor), buf)
+    atomic_write(DATA_PATH, buf.getvalue(), mode=0o644)  # package data: readable by everyone
     print(f"teacher: eval loss {run.eval_loss:.4f} nats (floor {run.floor:.4f}), {run.n_params:,} params, "
           f"{run.tokens:,} tokens in {run.wall_time_s:.1f} s -> {DATA_PATH} ({DATA_PATH.stat().st_size:,} bytes)")
 

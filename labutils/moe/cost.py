@@ -1,15 +1,16 @@
 """Lab 04: what a decode step costs under each layout — bytes, messages, an α–β + roofline latency
-model, memory per chip — with reference chips and links, and the lab's cost checkers.
+model, memory per chip — on reference machines built from the core's chip and link table.
 
 Communication: every rank sends its messages one after another, so an all-to-all over P ranks costs
 (P − 1)·α + bytes ÷ β on each rank (α per peer message, β one way per chip). Compute per layer on one rank: the roofline
 max(FLOPs ÷ peak, weight and KV bytes touched ÷ memory bandwidth) plus a fixed overhead (framework
 and kernel launches; 0 for the reference chips). At batch B only ≈ E·(1 − (1 − k/E)^B) of E
-experts are read (REFERENCE_FACTS §3). ``moe_serving`` re-exports everything public here.
+experts are read ("How to Scale Your Model", Austin et al. 2025, inference chapter).
 
     >>> comm_per_step("pp", batch=64, d_model=256, n_layers=4, world_size=2, n_micro=2)
     (66048, 3)
-    >>> step_latency("ep", H100_NVLINK, batch=64, **DEEPSEEK_LIKE)["total_s"]
+    >>> f"{step_latency('ep', H100_NVLINK, batch=64, world_size=8, **DEEPSEEK_LIKE)['total_s'] * 1e3:.1f} ms"
+    '26.2 ms'
 
 Left out on purpose: link contention and topology (every message sees the same α and β), overlap
 of communication with compute, attention FLOPs, and the cost of the all-to-all's own scheduling.
@@ -22,10 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from labutils.checks import Case, Exercise, run_cases
+from labutils.hardware import H100_SXM, ICI_V5P, INFINIBAND, NVLINK_H100, TPU_V5P, Chip, Link
 
-EX_SPLITS = Exercise("04_moe_sharding", "3.1", "dispatch_splits")
-EX_COMM = Exercise("04_moe_sharding", "5.1", "comm_per_step")
 COUNT_BYTES = 8  # send counts and token ids travel as int64
 
 
@@ -44,19 +43,16 @@ class Machine:
     dispatch_bytes: float | None = None  # bytes per dispatched value (None: the activation bytes; 1 for fp8 dispatch)
 
 
-# Chips: vendors' tables and "How to Scale Your Model"; links: NVLink 900 GB/s bidi = 450 GB/s one way
-# per H100, in domains of 8 GPUs; InfiniBand 50 GB/s per GPU (DeepSeek-V3, arXiv 2412.19437); ICI
-# 9e10 B/s per link one way (TPU v5p). α = 0.68 µs per peer message: solved from DeepEP's low-latency
-# kernels (deepseek-ai/DeepEP README: 77 + 114 µs at EP8, 194 + 360 µs at EP256, pure RDMA over
-# InfiniBand); we assume the same α over NVLink. TPU: α = 1 µs, the book's rule that collectives are
-# latency-bound below ≈ W × 1 µs bytes; the torus topology is left out. Real stacks run two
-# all-to-alls per MoE layer with fp8 dispatch and bf16 combine (DeepSeek-V3). Defined here because
-# labutils.roofline (the shared chip table) did not exist when this lab was written.
-DEEPEP_ALPHA_S = 0.68e-6
+def machine(name: str, chip: Chip, link: Link, **kw) -> Machine:
+    """A reference Machine from the core's chip and link tables (``labutils.hardware``)."""
+    return Machine(name, chip.bf16_flops, chip.hbm_bandwidth, link.bandwidth, link.alpha_s, chip.hbm_bytes, **kw)
+
+
+# Real stacks run two all-to-alls per MoE layer with fp8 dispatch and bf16 combine (DeepSeek-V3, arXiv 2412.19437).
 _REAL = dict(a2a_per_layer=2, dispatch_bytes=1)
-H100_NVLINK = Machine("H100, NVLink only (hypothetical)", 989e12, 3.35e12, 450e9, DEEPEP_ALPHA_S, 80e9, **_REAL)
-H100_INFINIBAND = Machine("H100 + InfiniBand", 989e12, 3.35e12, 50e9, DEEPEP_ALPHA_S, 80e9, **_REAL)
-TPU_V5P_ICI = Machine("TPU v5p + ICI", 459e12, 2.77e12, 9e10, 1e-6, 95e9, **_REAL)
+H100_NVLINK = machine("H100, NVLink only (hypothetical)", H100_SXM, NVLINK_H100, **_REAL)
+H100_INFINIBAND = machine("H100 + InfiniBand", H100_SXM, INFINIBAND, **_REAL)
+TPU_V5P_ICI = machine("TPU v5p + ICI", TPU_V5P, ICI_V5P, **_REAL)
 REFERENCE_MACHINES = (H100_NVLINK, H100_INFINIBAND, TPU_V5P_ICI)
 # A DeepSeek-V3-sized MoE stack (arXiv 2412.19437): d_model 7168, 256 routed experts, top-8 (+1 shared
 # treated as routed, k = 9), 58 MoE layers; d_ff 2048 per expert (3 matrices, SwiGLU) matches its
@@ -192,37 +188,3 @@ def crossover_batch(m: Machine, *, batches=tuple(2 ** i for i in range(13)), n_m
         if step_latency("ep", m, batch=B, **kw)["total_s"] < step_latency("pp", m, batch=B, n_micro=min(B, n_micro), **kw)["total_s"]:
             return B
     return None
-
-
-# ----------------------------------------------------------------------------- checkers
-
-def check_dispatch_splits(fn) -> None:
-    g = torch.Generator().manual_seed(7)
-    cases = [Case("4 experts on 2 ranks", (torch.tensor([[0, 3], [1, 2], [3, 2]]), torch.zeros(3, 2, dtype=torch.bool), 4, 2),
-                  torch.tensor([2, 4])),
-             Case("dropped assignments stay home", (torch.tensor([[0, 3], [1, 2]]), torch.tensor([[False, True], [True, False]]), 4, 2),
-                  torch.tensor([1, 1]), hint="a dropped assignment is not sent anywhere: skip it")]
-    for T, E, k, P in [(16, 8, 2, 2), (40, 8, 2, 4), (7, 16, 4, 8)]:
-        idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
-        drop = torch.rand(T, k, generator=g) < 0.2
-        cases.append(Case(f"T={T}, E={E}, k={k}, P={P}", (idx, drop, E, P), dispatch_splits(idx, drop, E, P)))
-    idx, drop, E, P = cases[-2].args
-    n = dispatch_splits(idx, drop, E, P)
-    run_cases(EX_SPLITS, fn, cases, atol=0, rtol=0, hint="expert e lives on rank e // (n_experts // world_size); count live assignments per rank",
-              cost=lambda: f"in the P=4 case rank 0 keeps {int(n[0])} rows and sends {int(n[1:].sum())} rows "
-                           f"({int(n[1:].sum()) * 257 * 4:,} bytes at d_model 256 fp32: each row plus its expert id) in 3 messages")
-
-
-def check_comm_per_step(fn) -> None:
-    specs = [("pp", 1, 256, 4, 2, 1), ("pp", 64, 256, 4, 2, 2), ("pp", 64, 256, 8, 4, 8),
-             ("ep", 1, 256, 4, 2, 1), ("ep", 64, 256, 4, 2, 1), ("ep", 64, 1024, 8, 4, 1)]
-    cases = []
-    for lay, B, d, L, P, nm in specs:
-        kw = dict(batch=B, d_model=d, n_layers=L, world_size=P, k=2, n_micro=nm)
-        cases.append(Case(f"{lay}, B={B}, d_model={d}, L={L}, P={P}, n_micro={nm}", (lay,), comm_per_step(lay, **kw),
-                          kwargs=kw, rtol=1e-9, atol=1e-6))
-    ep, pp = (comm_per_step(lay, batch=64, d_model=256, n_layers=4, world_size=2, n_micro=2) for lay in ("ep", "pp"))
-    run_cases(EX_COMM, fn, cases, hint="return (bytes, messages) summed over all ranks; ep: three all-to-alls per layer, "
-                                       "each with P·(P−1) messages; pp: n_micro messages per stage boundary plus one for the tokens",
-              cost=lambda: f"B=64, d_model 256, 4 layers, P=2: ep {ep[0] / 64:,.0f} bytes and {ep[1] / 64:.2f} messages per token; "
-                           f"pp {pp[0] / 64:,.0f} bytes and {pp[1] / 64:.2f} messages per token")

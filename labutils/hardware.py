@@ -1,8 +1,9 @@
-"""Rooflines: real chips' specs, the roofline arithmetic, and measurements of *this* machine.
+"""Hardware: real chips' and links' specs (one table), the roofline arithmetic, and probes and
+measurements of *this* machine. Part of the core: labs 03 and 04 and the doctor read it.
 
 Time of a kernel ≥ max(FLOPs / peak FLOP/s, bytes / bandwidth); its arithmetic intensity is
 FLOPs / bytes, and it is compute-bound when that exceeds the ridge point peak / bandwidth
-("How to Scale Your Model", Austin et al. 2025, roofline chapter). Shared by labs 03 and 04.
+("How to Scale Your Model", Austin et al. 2025, roofline chapter).
 
 Left out on purpose: caches between registers and DRAM (one "fast" and one "slow" memory is
 enough for the intuition), clock and power throttling, and FLOP/s of dtypes other than bf16 for
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import time
 from dataclasses import dataclass, field
 
@@ -54,6 +56,31 @@ TPU_V5E = Chip("TPU v5e", 197e12, 16e9, 0.82e12, "ICI 4.5e10 B/s per link one-wa
 TPU_V5P = Chip("TPU v5p", 459e12, 95e9, 2.77e12, "ICI 9e10 B/s per link one-way", "Google Cloud TPU v5p docs; " + _BOOK)
 TPU_V6E = Chip("TPU v6e", 918e12, 32e9, 1.64e12, "ICI 9e10 B/s per link one-way", "Google Cloud TPU v6e docs; " + _BOOK)
 CHIPS = {c.name: c for c in (A100_SXM, H100_SXM, H200, B200, TPU_V4, TPU_V5E, TPU_V5P, TPU_V6E)}
+
+
+@dataclass(frozen=True)
+class Link:
+    """A scale-up or scale-out link as the α–β model sees it: bandwidth one way per chip, latency per message."""
+
+    name: str
+    bandwidth: float  # bytes/s, one way, per chip
+    alpha_s: float  # seconds per message
+    source: str
+
+
+# α = 0.68 µs per peer message: solved from DeepEP's low-latency kernels (github.com/deepseek-ai/DeepEP, README's
+# low-latency table, H800, 128 tokens per batch, hidden 7168, top-8: dispatch + combine 77 + 114 µs at EP8 after
+# the 2025-06-05 update, PR #173; 194 + 360 µs at EP256); we assume the same α over NVLink and InfiniBand. Such a
+# benchmark is bandwidth-bound, so α is uncertain (the notebook shows verdicts as a function of it). TPU: α = 1 µs,
+# the book's rule that collectives are latency-bound below ≈ W × 1 µs bytes (Austin et al. 2025, inference
+# chapter, appendix C); the torus topology is left out.
+DEEPEP_ALPHA_S = 0.68e-6
+NVLINK_H100 = Link("NVLink (H100)", 450e9, DEEPEP_ALPHA_S,
+                   "NVLink 900 GB/s bidirectional = 450 GB/s one way per H100, domains of 8 GPUs (NVIDIA H100 datasheet)")
+INFINIBAND = Link("InfiniBand", 50e9, DEEPEP_ALPHA_S,
+                  "InfiniBand 50 GB/s per GPU, beside NVLink's 160 GB/s on H800 (DeepSeek-V3 report, arXiv 2412.19437)")
+ICI_V5P = Link("ICI (TPU v5p)", 9e10, 1e-6, "ICI 9e10 B/s per link one way (Google Cloud TPU v5p docs; " + _BOOK + ")")
+LINKS = {link.name: link for link in (NVLINK_H100, INFINIBAND, ICI_V5P)}
 
 # ----------------------------------------------------------------------------- the arithmetic
 
@@ -124,6 +151,26 @@ def compute_bound_batch(chip: Chip, n_params: float, context: int, kv_bytes_toke
 # ----------------------------------------------------------------------------- this machine
 
 
+def cpu_model() -> str:
+    """This CPU's model name (/proc/cpuinfo on Linux, else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def cache_sizes() -> dict:
     """{'L1d': bytes, 'L2': ..., 'L3': ...} from /sys (Linux) or sysctl (macOS); {} when unknown."""
     out = {}
@@ -192,8 +239,6 @@ def machine_description() -> dict:
     """What the measurements ran on: CPU, usable cores, torch threads, caches, RAM, native bf16 support."""
     import torch
 
-    from labutils.doctor import cpu_model, usable_cores
-
     flags = cpu_flags()
     native_bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"}) or (["arm64 (bf16 varies)"] if os.uname().machine == "arm64" else [])
     return dict(cpu=cpu_model(), usable_cores=usable_cores(), torch_threads=torch.get_num_threads(),
@@ -239,8 +284,6 @@ def best_threads(max_seconds: float = 1.5) -> int:
     On a busy machine (other programs on the same cores) one thread often beats several that wait
     for each other; on an idle one, all cores win."""
     import torch
-
-    from labutils.doctor import usable_cores
 
     cores = usable_cores()
     if cores == 1:

@@ -4,11 +4,13 @@
 keeps it for every layout and batch size — start-up costs seconds, a step milliseconds.
 ``Cluster.run`` (or the one-shot ``run_layout``) sends the hidden states to the ranks and returns
 the output with the measurements: latency per step, bytes and messages sent per rank per step.
+(The example is skipped under pytest: starting two processes that import torch takes seconds.)
 
     >>> cfg, x = StackConfig(d_model=64, d_ff=128, n_experts=4, k=2, n_layers=2), torch.randn(8, 64)
-    >>> with Cluster(2) as c:
+    >>> with Cluster(2) as c:   # doctest: +SKIP
     ...     r = c.run("ep", cfg, x)
-    >>> torch.allclose(r.output, reference_output("ep", cfg, x, world_size=2), atol=1e-5)
+    >>> torch.allclose(r.output, reference_output("ep", cfg, x, world_size=2), atol=1e-5)   # doctest: +SKIP
+    True
 
 Every run has a deadline; a rank that raises, dies or hangs ends the run with a RuntimeError or
 TimeoutError naming it, and all processes are torn down. The same worker code runs with nccl on
@@ -28,16 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from labutils.moe import route_top_k
-from labutils.moe_cost import (DEEPSEEK_LIKE, H100_INFINIBAND, H100_NVLINK, REFERENCE_MACHINES, TPU_V5P_ICI,  # noqa: F401
-                               Machine, check_comm_per_step, check_dispatch_splits, comm_per_step, crossover_batch,
-                               dispatch_splits, experts_touched, fit_machine, memory_per_chip, step_latency)
-from labutils.moe_workers import LAYOUTS, StackConfig, build_stack, micro_sizes, worker
-
-__all__ = ["Cluster", "LayoutResult", "StackConfig", "run_layout", "reference_output", "ep_off_rank", "micro_sizes",
-           "Machine", "comm_per_step", "step_latency", "fit_machine", "memory_per_chip", "crossover_batch",
-           "experts_touched", "dispatch_splits", "REFERENCE_MACHINES", "H100_NVLINK", "H100_INFINIBAND", "TPU_V5P_ICI",
-           "DEEPSEEK_LIKE"]
+from labutils.moe.layer import route_top_k
+from labutils.moe.workers import LAYOUTS, StackConfig, build_stack, worker
 
 
 @dataclass

@@ -1,13 +1,16 @@
-"""Lab 04: a Mixture-of-Experts layer — top-k routing, expert capacity, load balancing — and its checkers.
+"""Lab 04: a Mixture-of-Experts layer — top-k routing, expert capacity, load balancing.
 
 A router scores every token against every expert; each token goes to its k best experts; an
 expert takes at most ``capacity`` assignments per group of tokens routed together (GShard's
 per-group capacity), the rest are dropped and the token rides the residual connection.
 
     >>> r = route_top_k(torch.randn(6, 4), k=2, capacity_factor=1.0)   # 6 tokens, 4 experts
-    >>> r.expert_index.shape, r.weights.shape, r.dropped.shape         # (6, 2) each
-    >>> load_balancing_loss(torch.zeros(8, 4), torch.arange(8).view(8, 1) % 4)   # tensor(1.)
-    >>> MoELayer(32, 64, n_experts=4, k=2)(torch.randn(2, 5, 32)).shape          # (2, 5, 32)
+    >>> tuple(r.expert_index.shape), tuple(r.weights.shape), r.capacity   # ⌈1.0 · 6 · 2 / 4⌉ = 3 slots per expert
+    ((6, 2), (6, 2), 3)
+    >>> load_balancing_loss(torch.zeros(8, 4), torch.arange(8).view(8, 1) % 4)   # uniform routing
+    tensor(1.)
+    >>> MoELayer(32, 64, n_experts=4, k=2)(torch.randn(2, 5, 32)).shape
+    torch.Size([2, 5, 32])
 
 Left out on purpose: shared experts and fine-grained experts (DeepSeek), router z-loss, jitter
 noise, DeepSeek-V3's bias-based auxiliary-loss-free balancing, expert-choice routing, and fused
@@ -23,11 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labutils.checks import Case, Exercise, run_cases
+from labutils import positive_int
 
-NOTEBOOK = "04_moe_sharding"
-EX_CAPACITY = Exercise(NOTEBOOK, "1.1", "drop_over_capacity")
-EX_BALANCE = Exercise(NOTEBOOK, "1.2", "load_balancing_loss")
 SWITCH_AUX_WEIGHT = 1e-2  # Switch Transformer's α for the balancing loss (Fedus et al. 2021, arXiv 2101.03961)
 
 
@@ -53,7 +53,9 @@ def drop_over_capacity(expert_index: torch.Tensor, n_experts: int, capacity: int
 
     Slots fill by choice rank first (every token's first choice before any second choice, GShard),
     then by token order.
-        >>> drop_over_capacity(torch.tensor([[0], [0], [1]]), 2, 1)   # tensor([[False], [True], [False]])
+
+    >>> drop_over_capacity(torch.tensor([[0], [0], [1]]), 2, 1).flatten().tolist()
+    [False, True, False]
     """
     T, k = expert_index.shape
     order = expert_index.t().reshape(-1)  # (k·T,) choice rank first, then token
@@ -110,8 +112,7 @@ class MoELayer(nn.Module):
     def __init__(self, d_model: int, d_ff: int, n_experts: int, k: int, *, capacity_factor: float | None = None):
         super().__init__()
         for name, v in (("d_model", d_model), ("d_ff", d_ff), ("n_experts", n_experts), ("k", k)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"MoELayer: {name} must be a positive int, got {v!r}")
+            positive_int(f"MoELayer: {name}", v)
         if k > n_experts:
             raise ValueError(f"MoELayer: k={k} exceeds n_experts={n_experts}")
         if capacity_factor is not None and not (isinstance(capacity_factor, (int, float)) and capacity_factor > 0):
@@ -152,71 +153,3 @@ def balancing_loss_of(model: nn.Module) -> torch.Tensor:
     if not layers:
         raise ValueError("no MoELayer with a recorded forward pass in this model")
     return sum(load_balancing_loss(m.last_router_logits, m.last_routing.expert_index) for m in layers)
-
-
-# ----------------------------------------------------------------------------- checkers
-
-def _routing_cases():
-    g = torch.Generator().manual_seed(4)
-    cases = [Case("2 tokens want expert 0, capacity 1", (torch.tensor([[0], [0]]), 2, 1), torch.tensor([[False], [True]])),
-             Case("first choices beat second choices", (torch.tensor([[1, 0], [0, 1]]), 2, 1),
-                  torch.tensor([[False, True], [False, True]]),
-                  hint="fill every token's FIRST choice before any second choice (GShard)"),
-             Case("nothing over capacity", (torch.tensor([[0, 1], [2, 3]]), 4, 1), torch.zeros(2, 2, dtype=torch.bool))]
-    for T, E, k, cap in [(16, 4, 2, 5), (64, 8, 2, 12), (33, 8, 1, 3)]:
-        idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])  # (T, k) distinct choices
-        cases.append(Case(f"T={T}, E={E}, k={k}, capacity={cap}", (idx, E, cap), drop_over_capacity(idx, E, cap)))
-    return cases
-
-
-def check_drop_over_capacity(fn) -> None:
-    cases = _routing_cases()
-    dropped = drop_over_capacity(*cases[-2].args)
-    run_cases(EX_CAPACITY, fn, cases, atol=0, rtol=0,
-              hint="count, expert by expert, how many slots are taken before each assignment, visiting "
-                   "choice rank 0 for all tokens, then choice rank 1, …; drop when the count reaches capacity",
-              cost=lambda: f"in the T=64, E=8, k=2 case {int(dropped.sum())} of {dropped.numel()} assignments "
-                           "were dropped — those tokens ride the residual past that expert")
-
-
-def _value_and_grad(fn, logits, idx):
-    x = logits.clone().requires_grad_(True)
-    out = fn(x, idx)
-    if not torch.is_tensor(out) or out.numel() != 1:
-        return "not a one-element tensor", None
-    if not out.requires_grad:
-        return float(out.detach()), None
-    (grad,) = torch.autograd.grad(out.reshape(()), x)
-    return float(out.detach()), grad
-
-
-def check_load_balancing_loss(fn) -> None:
-    g = torch.Generator().manual_seed(5)
-    specs = [("uniform routing", torch.zeros(8, 4), torch.arange(8).view(8, 1) % 4)]
-    for T, E, k in [(32, 4, 1), (64, 8, 2), (16, 16, 4)]:
-        logits = torch.randn(T, E, generator=g) * 2
-        specs.append((f"T={T}, E={E}, k={k}", logits, logits.topk(k, -1).indices))
-    collapsed = torch.zeros(8, 4)
-    collapsed[:, 0] = 5.0
-    specs.append(("everything on expert 0", collapsed, torch.zeros(8, 1, dtype=torch.long)))
-    cases = [Case(name, (x, idx), _value_and_grad(load_balancing_loss, x, idx),
-                  hint="uniform f and P give E · E · (1/E)² = 1" if name.startswith("uniform") else None)
-             for name, x, idx in specs]
-
-    def verdict(got, case):
-        (val, grad), (want, want_grad) = got, case.expected
-        if isinstance(val, str):
-            return "return a scalar tensor, e.g. E * (f * P).sum()"
-        if abs(val - want) > 1e-6 + 1e-5 * abs(want):
-            return f"value {val:.6g}, expected {want:.6g}"
-        if grad is None:
-            return ("the value is right but carries no gradient: compute P with torch ops on router_logits "
-                    "(softmax, mean) — no .item(), no numpy, no torch.no_grad()")
-        if not torch.allclose(grad, want_grad, rtol=1e-4, atol=1e-6):
-            return ("the value is right but its gradient is not: only P_i (the mean softmax) should carry one — "
-                    "f_i is a count, so build it without the logits' graph")
-        return None
-
-    run_cases(EX_BALANCE, lambda x, idx: _value_and_grad(fn, x, idx), cases, check=verdict,
-              hint="f_i counts assignments (all T·k of them, before dropping); P_i averages softmax probabilities; "
-                   "multiply Σ f_i·P_i by E")

@@ -29,7 +29,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from labutils.moe import MoELayer, route_top_k
+from labutils import positive_int
+from labutils.moe.layer import MoELayer, route_top_k
 
 LAYOUTS = ("ep", "pp")
 
@@ -45,9 +46,7 @@ class StackConfig:
 
     def __post_init__(self):
         for name in ("d_model", "d_ff", "n_experts", "k", "n_layers"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"StackConfig.{name} must be a positive int, got {v!r}")
+            positive_int(f"StackConfig.{name}", getattr(self, name))
         if self.k > self.n_experts:
             raise ValueError(f"StackConfig: k={self.k} exceeds n_experts={self.n_experts}")
         if self.capacity_factor is not None and not self.capacity_factor > 0:
@@ -162,10 +161,11 @@ def pp_step(model: MoEStack, x, comm: Comm, batch: int, n_micro: int):
     cfg, P, rank = model.cfg, comm.world_size, comm.rank
     per = cfg.n_layers // P
     mine = model.blocks[rank * per:(rank + 1) * per]
-    pending, outs = [], []
-    for i, n in enumerate(micro_sizes(batch, n_micro)):
+    pending, outs, start = [], [], 0
+    for n in micro_sizes(batch, n_micro):
         if rank == 0:
-            xb = x[sum(micro_sizes(batch, n_micro)[:i]):][:n]
+            xb = x[start:start + n]
+            start += n
         else:
             xb = torch.empty(n, cfg.d_model)
             comm.recv(xb, rank - 1)

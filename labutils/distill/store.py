@@ -5,9 +5,14 @@ trains students from the files. Each ``append`` writes one shard: a fixed header
 then the targets. The header carries the payload length and a SHA-256 of the payload, so a
 truncated or corrupted shard raises ``ShardError`` instead of feeding a student garbage.
 
-    >>> store = TeacherStore("/tmp/ts", format="topk", vocab_size=64, k=8)
-    >>> store.append(tokens, teacher_logits)            # (n, T) and (n, T, V)
-    >>> tokens, indices, probs = store.read(0)          # indices None for dense
+    >>> import tempfile
+    >>> store = TeacherStore(tempfile.mkdtemp(), format="topk", vocab_size=64, k=8)
+    >>> tokens, teacher_logits = torch.randint(0, 64, (2, 16)), torch.randn(2, 16, 64)   # (n, T) and (n, T, V)
+    >>> store.append(tokens, teacher_logits).name
+    'shard-00000.bin'
+    >>> tokens, indices, probs = store.read(0)          # indices is None for a dense store
+    >>> tuple(indices.shape), tuple(probs.shape)
+    ((2, 16, 8), (2, 16, 8))
 
 Shard layout (little-endian): header ``<8s B B 2x I I I I Q 32s`` (HEADER_BYTES = 68) =
 magic, format, dtype, vocab_size, k, n_sequences, seq_len, payload bytes, sha256(payload);
@@ -27,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from labutils.checks import Case, Exercise, run_cases
-from labutils.distill import sampled_targets, topk_targets
+from labutils import atomic_write, positive_int
+from labutils.distill.losses import sampled_targets, topk_targets
 
 MAGIC = b"LUTSTOR1"
 HEADER = struct.Struct("<8sBBxxIIIIQ32s")
@@ -57,8 +62,7 @@ class TeacherStore:
                  dtype: torch.dtype = torch.bfloat16):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-            raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+        positive_int("vocab_size", vocab_size)
         if format == "dense":
             if k not in (None, vocab_size):
                 raise ValueError("a dense store keeps all V probabilities; leave k=None")
@@ -105,10 +109,7 @@ class TeacherStore:
         header = HEADER.pack(MAGIC, FORMATS.index(self.format), DTYPES.index(self.dtype), self.vocab_size, self.k,
                              n, T, len(payload), hashlib.sha256(payload).digest())
         path = self.root / f"shard-{len(self):05d}.bin"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(header + payload)
-        os.replace(tmp, path)  # a crash mid-write never leaves a half shard under the real name
+        atomic_write(path, header + payload)  # a crash mid-write never leaves a half shard under the real name
         self.write_seconds += time.perf_counter() - start
         self.bytes_written += HEADER_BYTES + len(payload)
         return path
@@ -160,20 +161,3 @@ GEMMA3_SAMPLES = 256  # logits sampled per token for Gemma 3's distillation (arX
 def target_bytes(n_tokens: int, vocab_size: int, k: int | None, value_bytes: int) -> int:
     """Bytes of teacher targets for n_tokens: dense (k=None) n·V·b, sparse n·k·(4 + b). Headers and token ids excluded."""
     return n_tokens * (vocab_size * value_bytes if k is None else k * (INDEX_BYTES + value_bytes))
-
-
-NOTEBOOK = "02_distillation"
-EX_TARGET_BYTES = Exercise(NOTEBOOK, "3.1", "target_bytes")
-
-
-def check_target_bytes(fn) -> None:
-    """fn(n_tokens, vocab_size, k, value_bytes) -> bytes; k=None means dense."""
-    specs = [(1, 64, None, 2), (1000, 64, 8, 2), (1, GEMMA3_VOCAB, None, 2), (1, GEMMA3_VOCAB, GEMMA3_SAMPLES, 2),
-             (2 * 10**12, GEMMA3_VOCAB, None, 2), (10**6, 32_000, 16, 4)]
-    cases = [Case(f"tokens={n:,}, V={V:,}, k={k}, {b} B values", (n, V, k, b),
-                  lambda n=n, V=V, k=k, b=b: int(n * (V * b if k is None else k * (4 + b))), unit="bytes", rtol=0, atol=0)
-             for n, V, k, b in specs]
-    run_cases(EX_TARGET_BYTES, fn, cases,
-              hint="dense: every token stores V values; sparse: k (int32 index, value) pairs per token",
-              cost=lambda: f"Gemma 3 dense bf16: {target_bytes(1, GEMMA3_VOCAB, None, 2) / 1024:.0f} KiB/token; "
-                           f"256 sampled: {target_bytes(1, GEMMA3_VOCAB, GEMMA3_SAMPLES, 2) / 1024:.1f} KiB/token")

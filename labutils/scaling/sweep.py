@@ -1,4 +1,5 @@
-"""The IsoFLOP sweep behind lab 01: ``python -m labutils.scaling sweep [--preset cpu] [--device cpu]``.
+"""The IsoFLOP sweep behind lab 01: ``python -m labutils.scaling sweep [--preset cpu] [--device cpu]``
+(the command line is in ``__main__.py``).
 
 Everything is frozen before the first run and written into the output's metadata: the language
 (the course default), context length, batch size, the ladder of model shapes, the compute budgets,
@@ -21,27 +22,28 @@ Hägele et al.'s constant-LR-plus-cooldown trick.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
-import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-DATA_PATH = Path(__file__).resolve().parent / "data" / "scaling_sweep.json"
+from labutils import atomic_write, positive_int
+
+DATA_PATH = Path(__file__).resolve().parent.parent / "data" / "scaling_sweep.json"
 # Window centre in tokens per parameter. Chinchilla's ≈20 (Hoffmann et al. 2022) put every window
 # to the right of the valley here: these tiny models learn slowly per token. Probe runs on the
 # default language (before the sweep was frozen) found the best size per budget at ≈100–190 tokens
 # per parameter between 5e9 and 1e11 FLOPs, so the windows are centred on 150.
 TOKENS_PER_PARAM = 150
-BIG_FACTOR = 5  # the one-shot run uses 5× the largest sweep budget (issue 3)
+BIG_FACTOR = 5  # the one-shot run uses 5× the largest sweep budget
 LEVEL = 0.8  # the prediction interval's nominal coverage
 N_BOOTSTRAP = 200  # bootstrap resamples behind the prediction interval
 
@@ -51,7 +53,7 @@ LADDER = [(4, 1, 1), (6, 1, 1), (8, 1, 1), (12, 1, 2), (16, 2, 2), (24, 2, 2), (
 
 PRESETS = {
     # what the stored file holds: ≈18 CPU-minutes (≈10 wall-minutes with --jobs 2). Five budgets, 2×
-    # apart, span log10(16) = 1.2 orders of magnitude. Issue 3 wanted the one-shot run (5× the
+    # apart, span log10(16) = 1.2 orders of magnitude. The first design wanted the one-shot run (5× the
     # largest budget) to train live in the notebook in ≤ 60 s. Here the law picks a tiny model
     # (≈4k parameters) for a long run, and such models are overhead-bound: ≈15–19 ms per step of
     # 2,048 tokens on one core, ≈1–2e9 FLOP/s counted as 6ND (measured). So 3.2e11 FLOPs is ≈6,200
@@ -112,15 +114,6 @@ def _record(r, **extra) -> dict:
                 wall_time_s=round(r.wall_time_s, 2), eval_curve=r.eval_curve)
 
 
-def _save(path: Path, out: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.chmod(tmp, 0o644)  # package data: readable by everyone (mkstemp makes it private)
-    os.replace(tmp, path)
-
-
 def _versions() -> dict:
     import scipy
     import torch
@@ -156,6 +149,135 @@ def _prefill(todo: list, jobs: int, progress: bool, desc: str) -> None:
             pass
 
 
+@dataclass
+class _Sweep:
+    """What every step of a sweep shares: the design, the results so far, where they are saved."""
+
+    d: dict
+    res: dict
+    out: Path
+    cfgs: list
+    train: Callable  # (cfg, tokens, lr, seed, desc) -> (RunResult, CPU seconds)
+    jobs: int
+    progress: bool
+    threads: int
+
+    def save(self) -> None:
+        atomic_write(self.out, json.dumps(self.res, indent=1), mode=0o644)  # package data: readable by everyone
+
+    def prefill(self, todo: list, desc: str) -> None:
+        """Train (cfg index, tokens, lr, seed) runs in ``jobs`` processes first (they land in the cache)."""
+        _prefill([(self.cfgs[j].to_dict(), tokens, self.d["batch_size"], lr, s, self.threads) for j, tokens, lr, s in todo],
+                 self.jobs, self.progress, desc)
+
+
+def _done(rows: list, **kv) -> dict | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in kv.items())), None)
+
+
+def _start(preset: str, device: str, out: Path, threads: int, progress: bool, jobs: int) -> _Sweep:
+    """The frozen design and the results so far (resumed from ``out`` when it holds the same design)."""
+    from labutils.data import default_language
+    from labutils.model import GPTConfig
+    from labutils.train import train_lm
+
+    d = design(preset)
+    argv = sys.argv[2:] if sys.argv[1:2] == ["sweep"] else []
+    meta = dict(preset=preset, device=device, command="python -m labutils.scaling sweep " + shlex.join(argv),
+                design={k: v for k, v in d.items()}, versions=_versions(), machine=platform.platform(),
+                cpu=platform.processor() or platform.machine(), torch_threads=threads)
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    if saved.get("meta", {}).get("design") != meta["design"]:
+        saved = {}  # a different design: start over rather than mix two sweeps
+    res = dict(meta=meta, lr_sweep=saved.get("lr_sweep", []), runs=saved.get("runs", []), big=saved.get("big", {}))
+    res["meta"]["started"] = saved.get("meta", {}).get("started") or _dt.datetime.now().isoformat(timespec="seconds")
+    lang = default_language()
+
+    def train(cfg, tokens, lr, s, desc):
+        t0 = time.process_time()
+        r = train_lm(cfg, lang, tokens=tokens, batch_size=d["batch_size"], lr=lr, seed=s, progress=progress, desc=desc,
+                     threads=threads)
+        return r, (r.wall_time_s if r.from_cache else time.process_time() - t0)
+
+    return _Sweep(d, res, out, [GPTConfig(**c) for c in d["ladder"]], train, jobs, progress, threads)
+
+
+def _lr_sweep(sw: _Sweep) -> dict:
+    """Step 1: each size at the smallest budget it appears in, every learning rate. Returns {size: best lr}."""
+    from tqdm.auto import tqdm
+
+    d, res, seed = sw.d, sw.res, sw.d["seed"]
+    first_budget = {}
+    for g in d["grid"]:
+        first_budget.setdefault(g["size"], g["budget"])
+    todo = [(j, C, lr) for j, C in sorted(first_budget.items()) for lr in d["lrs"]]
+    sw.prefill([(j, _tokens(C, sw.cfgs[j]), lr, seed) for j, C, lr in todo
+                if not _done(res["lr_sweep"], size=j, budget=C, lr=lr)], "learning-rate sweep (parallel)")
+    for j, C, lr in tqdm(todo, desc="learning-rate sweep", disable=not sw.progress):
+        if _done(res["lr_sweep"], size=j, budget=C, lr=lr):
+            continue
+        r, cpu = sw.train(sw.cfgs[j], _tokens(C, sw.cfgs[j]), lr, seed, f"lr {lr:g} size {j}")
+        res["lr_sweep"].append(_record(r, size=j, budget=C, lr=lr, seed=seed, cpu_s=round(cpu, 2)))
+        sw.save()
+    best_lr = {}
+    for j in first_budget:
+        rows = [r for r in res["lr_sweep"] if r["size"] == j]
+        best_lr[j] = min(rows, key=lambda r: r["eval_loss"])["lr"]
+    res["meta"]["best_lr"] = {str(j): v for j, v in sorted(best_lr.items())}
+    return best_lr
+
+
+def _isoflop_grid(sw: _Sweep, best_lr: dict) -> None:
+    """Step 2: every (budget, size) of the grid at its size's best learning rate (step 1's runs are cache hits)."""
+    from tqdm.auto import tqdm
+
+    res, seed = sw.res, sw.d["seed"]
+    sw.prefill([(g["size"], _tokens(g["budget"], sw.cfgs[g["size"]]), best_lr[g["size"]], seed) for g in sw.d["grid"]
+                if not _done(res["runs"], size=g["size"], budget=g["budget"])], "IsoFLOP sweep (parallel)")
+    for g in tqdm(sw.d["grid"], desc="IsoFLOP sweep", disable=not sw.progress):
+        j, C = g["size"], g["budget"]
+        if _done(res["runs"], size=j, budget=C):
+            continue
+        r, cpu = sw.train(sw.cfgs[j], _tokens(C, sw.cfgs[j]), best_lr[j], seed, f"C={C:.0e} size {j}")
+        res["runs"].append(_record(r, size=j, budget=C, lr=best_lr[j], seed=seed, cpu_s=round(cpu, 2),
+                                   config=sw.cfgs[j].to_dict()))
+        sw.save()
+
+
+def _big_run(sw: _Sweep, best_lr: dict) -> None:
+    """Step 3, the one-shot run: choose N from the fit, predict with an interval, then train several seeds."""
+    from tqdm.auto import tqdm
+
+    from labutils.model import count_params
+    from labutils.scaling.law import bootstrap_fits, fit_chinchilla, predict_interval
+
+    d, res, cfgs = sw.d, sw.res, sw.cfgs
+    N, D, L = (np.array([r[k] for r in res["runs"]], dtype=float) for k in ("n_params", "tokens", "eval_loss"))
+    fit = fit_chinchilla(N, D, L)
+    C_big = BIG_FACTOR * max(d["budgets"])
+    N_opt, _ = fit.compute_optimal(C_big)
+    j = min(sorted(best_lr), key=lambda s: abs(math.log(count_params(cfgs[s], embeddings=True) / N_opt)))
+    tokens = _tokens(C_big, cfgs[j])
+    n_big = count_params(cfgs[j], embeddings=True)
+    fits = bootstrap_fits(N, D, L, n_resamples=N_BOOTSTRAP, seed=d["seed"])
+    lo, hi = predict_interval(fits, n_big, tokens, LEVEL)
+    big = res["big"] if res["big"].get("size") == j else {}
+    big.update(budget=C_big, size=j, config=cfgs[j].to_dict(), lr=best_lr[j], tokens_requested=tokens,
+               fit=fit.params, N_opt=N_opt, prediction=float(fit.predict(n_big, tokens)), interval=[lo, hi],
+               level=LEVEL, n_bootstrap=N_BOOTSTRAP, seeds=d["big_seeds"])
+    big.setdefault("runs", [])
+    res["big"] = big
+    sw.prefill([(j, tokens, best_lr[j], s) for s in d["big_seeds"] if not _done(big["runs"], seed=s)],
+               "big run (parallel)")
+    for s in tqdm(d["big_seeds"], desc="big run", disable=not sw.progress):
+        if _done(big["runs"], seed=s):
+            continue
+        r, cpu = sw.train(cfgs[j], tokens, best_lr[j], s, f"big run seed {s}")
+        big["runs"].append(_record(r, seed=s, cpu_s=round(cpu, 2), inside=bool(lo <= r.eval_loss <= hi)))
+        sw.save()
+    big["coverage"] = float(np.mean([r["inside"] for r in big["runs"]]))
+
+
 def run_sweep(preset: str = "cpu", *, device: str = "cpu", out: Path = DATA_PATH, progress: bool = True,
               threads: int = 1, jobs: int = 1) -> dict:
     """Run (or resume) the sweep and write ``out`` after every run. Returns the stored dict.
@@ -167,100 +289,21 @@ def run_sweep(preset: str = "cpu", *, device: str = "cpu", out: Path = DATA_PATH
     ≈10–30× faster than two (measured here); it also keeps the arithmetic identical run to run.
     """
     import torch
-    from tqdm.auto import tqdm
 
-    from labutils.data import default_language
-    from labutils.model import GPTConfig
-    from labutils.scaling import bootstrap_fits, fit_chinchilla, predict_interval
-    from labutils.train import train_lm
-
-    if device != "cpu":  # train_lm runs on the default device; a GPU sweep sets it here
-        torch.set_default_device(device)
-    d = design(preset)
-    meta = dict(preset=preset, device=device, command="python -m labutils.scaling sweep " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["sweep"] else []),
-                design={k: v for k, v in d.items()}, versions=_versions(), machine=platform.platform(),
-                cpu=platform.processor() or platform.machine(), torch_threads=threads)
-    saved = json.loads(out.read_text()) if out.exists() else {}
-    if saved.get("meta", {}).get("design") != meta["design"]:
-        saved = {}  # a different design: start over rather than mix two sweeps
-    res = dict(meta=meta, lr_sweep=saved.get("lr_sweep", []), runs=saved.get("runs", []), big=saved.get("big", {}))
-    res["meta"]["started"] = saved.get("meta", {}).get("started") or _dt.datetime.now().isoformat(timespec="seconds")
-    lang = default_language()
-    cfgs = [GPTConfig(**c) for c in d["ladder"]]
-    B, seed = d["batch_size"], d["seed"]
-    done = lambda rows, **kv: next((r for r in rows if all(r.get(k) == v for k, v in kv.items())), None)
-
+    positive_int("threads", threads)
+    positive_int("jobs", jobs)
     if jobs > 1 and device != "cpu":
         raise ValueError("jobs > 1 runs CPU processes; on a GPU use jobs=1")
-
-    def train(cfg, tokens, lr, s, desc):
-        t0 = time.process_time()
-        r = train_lm(cfg, lang, tokens=tokens, batch_size=B, lr=lr, seed=s, progress=progress, desc=desc,
-                     threads=threads)
-        return r, (r.wall_time_s if r.from_cache else time.process_time() - t0)
-
-    # 1. learning-rate sweep: each size at the smallest budget it appears in.
-    first_budget = {}
-    for g in d["grid"]:
-        first_budget.setdefault(g["size"], g["budget"])
-    todo = [(j, C, lr) for j, C in sorted(first_budget.items()) for lr in d["lrs"]]
-    _prefill([(cfgs[j].to_dict(), _tokens(C, cfgs[j]), B, lr, seed, threads) for j, C, lr in todo
-              if not done(res["lr_sweep"], size=j, budget=C, lr=lr)], jobs, progress, "learning-rate sweep (parallel)")
-    for j, C, lr in tqdm(todo, desc="learning-rate sweep", disable=not progress):
-        if done(res["lr_sweep"], size=j, budget=C, lr=lr):
-            continue
-        r, cpu = train(cfgs[j], _tokens(C, cfgs[j]), lr, seed, f"lr {lr:g} size {j}")
-        res["lr_sweep"].append(_record(r, size=j, budget=C, lr=lr, seed=seed, cpu_s=round(cpu, 2)))
-        _save(out, res)
-    best_lr = {}
-    for j in first_budget:
-        rows = [r for r in res["lr_sweep"] if r["size"] == j]
-        best_lr[j] = min(rows, key=lambda r: r["eval_loss"])["lr"]
-    res["meta"]["best_lr"] = {str(j): v for j, v in sorted(best_lr.items())}
-
-    # 2. the IsoFLOP grid (a point at its size's first budget is a cache hit from step 1).
-    _prefill([(cfgs[g["size"]].to_dict(), _tokens(g["budget"], cfgs[g["size"]]), B, best_lr[g["size"]], seed, threads)
-              for g in d["grid"] if not done(res["runs"], size=g["size"], budget=g["budget"])], jobs, progress,
-             "IsoFLOP sweep (parallel)")
-    for g in tqdm(d["grid"], desc="IsoFLOP sweep", disable=not progress):
-        j, C = g["size"], g["budget"]
-        if done(res["runs"], size=j, budget=C):
-            continue
-        r, cpu = train(cfgs[j], _tokens(C, cfgs[j]), best_lr[j], seed, f"C={C:.0e} size {j}")
-        res["runs"].append(_record(r, size=j, budget=C, lr=best_lr[j], seed=seed, cpu_s=round(cpu, 2), config=cfgs[j].to_dict()))
-        _save(out, res)
-
-    # 3. the one-shot run: choose N from the fit, predict with an interval, then train several seeds.
-    N, D, L = (np.array([r[k] for r in res["runs"]], dtype=float) for k in ("n_params", "tokens", "eval_loss"))
-    fit = fit_chinchilla(N, D, L)
-    C_big = BIG_FACTOR * max(d["budgets"])
-    N_opt, _ = fit.compute_optimal(C_big)
-    from labutils.model import count_params
-
-    sizes = sorted(best_lr)
-    j = min(sizes, key=lambda s: abs(math.log(count_params(cfgs[s], embeddings=True) / N_opt)))
-    tokens = _tokens(C_big, cfgs[j])
-    n_big = count_params(cfgs[j], embeddings=True)
-    fits = bootstrap_fits(N, D, L, n_resamples=N_BOOTSTRAP, seed=seed)
-    lo, hi = predict_interval(fits, n_big, tokens, LEVEL)
-    big = res["big"] if res["big"].get("size") == j else {}
-    big.update(budget=C_big, size=j, config=cfgs[j].to_dict(), lr=best_lr[j], tokens_requested=tokens,
-               fit=fit.params, N_opt=N_opt, prediction=float(fit.predict(n_big, tokens)), interval=[lo, hi],
-               level=LEVEL, n_bootstrap=N_BOOTSTRAP, seeds=d["big_seeds"])
-    big.setdefault("runs", [])
-    res["big"] = big
-    _prefill([(cfgs[j].to_dict(), tokens, B, best_lr[j], s, threads) for s in d["big_seeds"]
-              if not done(big["runs"], seed=s)], jobs, progress, "big run (parallel)")
-    for s in tqdm(d["big_seeds"], desc="big run", disable=not progress):
-        if done(big["runs"], seed=s):
-            continue
-        r, cpu = train(cfgs[j], tokens, best_lr[j], s, f"big run seed {s}")
-        big["runs"].append(_record(r, seed=s, cpu_s=round(cpu, 2), inside=bool(lo <= r.eval_loss <= hi)))
-        _save(out, res)
-    big["coverage"] = float(np.mean([r["inside"] for r in big["runs"]]))
+    if device != "cpu":  # train_lm runs on the default device; a GPU sweep sets it here
+        torch.set_default_device(device)
+    sw = _start(preset, device, Path(out), threads, progress, jobs)
+    best_lr = _lr_sweep(sw)
+    _isoflop_grid(sw, best_lr)
+    _big_run(sw, best_lr)
+    res = sw.res
     res["meta"]["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-    res["meta"]["cpu_s_total"] = round(sum(r["cpu_s"] for r in res["lr_sweep"] + res["runs"] + big["runs"]), 1)
-    _save(out, res)
+    res["meta"]["cpu_s_total"] = round(sum(r["cpu_s"] for r in res["lr_sweep"] + res["runs"] + res["big"]["runs"]), 1)
+    sw.save()
     return res
 
 
@@ -270,30 +313,3 @@ def load_sweep(path: Path | str | None = None) -> dict:
     if not path.exists():
         raise ValueError(f"no sweep at {path}; run `python -m labutils.scaling sweep` to make one")
     return json.loads(path.read_text())
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m labutils.scaling", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sw = sub.add_parser("sweep", help="run or resume the IsoFLOP sweep and the one-shot run")
-    sw.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    sw.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    sw.add_argument("--out", type=Path, default=None, help=f"output JSON (default: {DATA_PATH} for the cpu preset)")
-    sw.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these tiny models)")
-    sw.add_argument("--jobs", type=int, default=1, help="CPU processes training in parallel (e.g. 2 on 2 cores)")
-    sw.add_argument("--dry-run", action="store_true", help="print the frozen design and exit")
-    args = ap.parse_args(argv)
-    out = args.out or (DATA_PATH if args.preset == "cpu" else Path(f"scaling_sweep_{args.preset}.json"))
-    if args.dry_run:
-        d = design(args.preset)
-        from labutils.model import GPTConfig, count_params
-
-        for g in d["grid"]:
-            cfg = GPTConfig(**d["ladder"][g["size"]])
-            print(f"C={g['budget']:.3g}  size {g['size']:2d}  N={count_params(cfg, embeddings=True):>8,}  "
-                  f"D={_tokens(g['budget'], cfg):>10,}  steps={_tokens(g['budget'], cfg) // (d['batch_size'] * cfg.context_length)}")
-        return 0
-    res = run_sweep(args.preset, device=args.device, out=out, threads=args.threads, jobs=args.jobs)
-    print(f"wrote {out}: {len(res['runs'])} sweep runs, {len(res['big']['runs'])} big runs, "
-          f"{res['meta']['cpu_s_total']:.0f} CPU-s")
-    return 0

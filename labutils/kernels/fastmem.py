@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from labutils import positive_int
+
 
 class FastMemoryFull(ValueError):
     pass
@@ -30,9 +32,7 @@ class FastMemory:
     """Fast memory of ``capacity`` words; counts words read from and written to slow memory."""
 
     def __init__(self, capacity: int):
-        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity <= 0:
-            raise ValueError(f"capacity must be a positive int (words), got {capacity!r}")
-        self.capacity = int(capacity)
+        self.capacity = positive_int("capacity (words)", int(capacity) if isinstance(capacity, np.integer) else capacity)
         self.reads = self.writes = self.used = self.peak = 0
         self._held: dict[int, int] = {}  # id(block) -> words
 
@@ -88,7 +88,7 @@ def _matrices(A, B):
 def naive_matmul_sim(mem: FastMemory, A, B) -> np.ndarray:
     """One output at a time: load row i of A and column j of B, store C[i, j]. Needs M >= 2k + 1."""
     A, B = _matrices(A, B)
-    (m, k), n = A.shape, B.shape[1]
+    m, n = A.shape[0], B.shape[1]
     C = np.empty((m, n))
     for i in range(m):
         for j in range(n):
