@@ -96,6 +96,53 @@ def test_the_rules_by_hand():
     assert h.expected_cost(["a", "b", "goal"]) == 1.0 and h.success_probability(["b", "a", "goal"]) == 0.0
 
 
+def goal_succeeds(graph: Graph, passed) -> bool:
+    """Whether the goal succeeds when exactly the nodes in ``passed`` pass (each only if its prerequisites allow)."""
+    ok = set()
+    for v in graph.validate():
+        node = graph.nodes[v]
+        met = [r in ok for r in node.requires]
+        if v in passed and (all(met) if node.kind == "and" else any(met)):
+            ok.add(v)
+    return graph.goal in ok
+
+
+def contract_run(graph: Graph, order, outcome) -> tuple[bool, float]:
+    """The contract read literally, by brute force over the nodes still to come: stop once no outcome of theirs can
+    change the goal's result; pay for a node only if, for some outcome of the others, its own outcome decides the goal."""
+    passed, spent = frozenset(), 0.0
+    for i, v in enumerate(order):
+        rest = order[i:]
+        subsets = lambda nodes: (set(s) for k in range(len(nodes) + 1) for s in itertools.combinations(nodes, k))
+        if len({goal_succeeds(graph, passed | s) for s in subsets(rest)}) == 1:
+            break
+        others = [u for u in rest if u != v]
+        if any(goal_succeeds(graph, passed | s | {v}) != goal_succeeds(graph, passed | s) for s in subsets(others)):
+            spent += graph.nodes[v].cost
+            passed = passed | {v} if outcome[v] else passed
+    return goal_succeeds(graph, passed), spent
+
+
+def test_execution_follows_the_contract_word_for_word():
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        g = random_graph(rng, int(rng.integers(2, 8)))
+        order = random_order(rng, g)
+        for bits in itertools.product([True, False], repeat=len(g.nodes)):
+            outcome = dict(zip(g.nodes, bits))
+            reached, spent = g.run(order, outcome)
+            want = contract_run(g, order, outcome)
+            assert reached == want[0] and spent == pytest.approx(want[1], abs=1e-12), (trial, order, outcome)
+
+
+def test_a_route_masked_by_a_shared_prerequisite_is_never_paid_for():
+    # goal = AND(a, m), m = OR(a, b): if a fails the goal fails, if a passes m needs no b; so b can never matter
+    g = (Graph().add("a", cost=1, p_success=0.5).add("b", cost=5, p_success=0.5)
+         .add("m", cost=1, p_success=1, requires=["a", "b"], kind="or")
+         .add("goal", cost=1, p_success=1, requires=["a", "m"]).set_goal("goal"))
+    assert g.expected_cost(["b", "a", "m", "goal"]) == pytest.approx(1 + 0.5 * 2)  # b listed first, still skipped
+
+
 def test_success_probability_does_not_depend_on_the_order():
     rng = np.random.default_rng(1)
     for _ in range(10):

@@ -8,7 +8,7 @@ import pytest
 from scipy import integrate, stats
 
 from labutils.checks import CheckFailed
-from labutils.research import optimal_chain_order, taste_value, value_of_information
+from labutils.research import Graph, optimal_chain_order, taste_value, value_of_information
 from labutils.research.checks import check_best_of_n, check_chain_order, check_evsi, check_plan_value
 
 
@@ -91,6 +91,91 @@ def test_plan_value_rejects(wrong, case, words, capsys):
     assert "a: c=1 p=0.8; r1←a: c=3 p=0.5" in out or "a: c=1 p=0.9; b←a: c=2 p=0.5" in out  # every parameter
 
 
+def copy_graph(graph, **change):
+    """The same graph with each node's fields replaced by change[field](node)."""
+    out = Graph()
+    for v, node in graph.nodes.items():
+        fields = dict(cost=node.cost, p_success=node.p_success, requires=node.requires, kind=node.kind)
+        out.add(v, **(fields | {k: f(node) for k, f in change.items()}))
+    return out.set_goal(graph.goal)
+
+
+def live_nodes(graph, ok, done):
+    """Nodes that succeeded, or have not run yet and may still get their prerequisites."""
+    live = set()
+    for v in graph.validate():
+        node = graph.nodes[v]
+        met = [r in live for r in node.requires]
+        if v in ok or (v not in done and (all(met) if node.kind == "and" else any(met))):
+            live.add(v)
+    return live
+
+
+def own_run(graph, order, outcome):
+    """A learner's own executor: stops once the goal is decided, skips an OR node's later routes, but still pays
+    for the inputs of a route that has already died."""
+    ok, done, spent = set(), set(), 0.0
+    needed = graph.ancestors(graph.goal) | {graph.goal}
+    for v in order:
+        live = live_nodes(graph, ok, done)
+        if graph.goal in ok or graph.goal not in live:
+            break
+        done.add(v)
+        open_ = lambda w: graph.nodes[w].kind == "and" or not any(r in ok for r in graph.nodes[w].requires)
+        if v in live and (v == graph.goal or any(v in graph.nodes[w].requires and open_(w) for w in needed - ok)):
+            spent += graph.nodes[v].cost
+            ok |= {v} if outcome[v] else set()
+    return graph.goal in ok, spent
+
+
+def pays_inputs_of_dead_routes(graph, order):  # its own executor keeps feeding a route whose other input failed
+    p = c = 0.0
+    for outcome, w in outcomes(graph):
+        reached, spent = own_run(graph, order, outcome)
+        p, c = p + w * reached, c + w * spent
+    return p, c
+
+
+def or_as_and(graph, order):  # every node waits for all of its prerequisites, OR nodes too
+    return plan_value(copy_graph(graph, kind=lambda node: "and"), order)
+
+
+def sure_steps_are_free(graph, order):  # a step with p = 1 "cannot change the outcome", so it is not paid for
+    return plan_value(copy_graph(graph, cost=lambda node: 0.0 if node.p_success == 1 else node.cost), order)
+
+
+def doomed_steps_are_free(graph, order):  # a step with p = 0 is skipped at no cost, as if it could not run
+    return plan_value(copy_graph(graph, cost=lambda node: 0.0 if node.p_success == 0 else node.cost), order)
+
+
+def keeps_going_after_goal(graph, order):  # once the goal succeeded, still pays for the nodes listed after it
+    after = order[order.index(graph.goal) + 1:]
+    p = c = 0.0
+    for outcome, w in outcomes(graph):
+        reached, spent = graph.run(order, outcome)
+        p, c = p + w * reached, c + w * (spent + reached * sum(graph.nodes[v].cost for v in after))
+    return p, c
+
+
+@pytest.mark.parametrize("wrong, case, words", [
+    (pays_inputs_of_dead_routes, "case 6 (a route whose first input failed, and a node after the goal", "got − expected"),
+    (or_as_and, "case 2 (two routes into an OR node", "got − expected"),
+    (sure_steps_are_free, "case 3 (an unneeded node first, a sure step", "expected cost"),
+    (doomed_steps_are_free, "case 3 (an unneeded node first, a sure step, a route that always fails", "expected cost"),
+    (keeps_going_after_goal, "case 6 (a route whose first input failed, and a node after the goal", "expected cost"),
+])
+def test_plan_value_rejects_executions_that_break_a_rule(wrong, case, words, capsys):
+    out = rejects(check_plan_value, wrong, capsys)
+    assert case in out and words in out, out
+
+
+def test_own_executor_passes_all_but_the_dead_route_case(capsys):  # so case 6 is what catches it
+    with pytest.raises(CheckFailed):
+        check_plan_value(pays_inputs_of_dead_routes)
+    out = capsys.readouterr().out
+    assert "6 cases" in out and out.count("✗ case") == 1, out
+
+
 def test_plan_value_failure_prints_expected_and_got_with_their_difference(capsys):
     out = rejects(check_plan_value, pays_for_everything, capsys)
     assert "expected cost: expected 3.25, got 4 (got − expected = +0.75" in out, out
@@ -131,6 +216,11 @@ def divides_by_zero(costs, p_success):  # c / (1 − p) with no care for a step 
     return sorted(range(len(costs)), key=lambda i: costs[i] / (1 - p_success[i]))
 
 
+def nan_key(costs, p_success):  # numpy division: a free step that never fails gets the key 0/0 = nan, which breaks sort
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return sorted(range(len(costs)), key=lambda i: np.float64(costs[i]) / (1 - p_success[i]))
+
+
 def forgets_return(costs, p_success):  # sorts in place and returns nothing
     sorted(range(len(costs)), key=lambda i: costs[i] / (1 - p_success[i]) if p_success[i] < 1 else math.inf)
 
@@ -147,6 +237,7 @@ def returns_costs(costs, p_success):  # returns the sorted costs instead of indi
     (reversed_key, "case 1 (costs=[10, 1, 2]", "the wrong way round"),
     (ranks_not_order, "case 4 (costs=[5, 1, 4, 2, 3]", "ranks"),
     (divides_by_zero, "case 5 (costs=[0, 4, 1, 2, 6, 1], p_success=[0.5, 1.0", "raised ZeroDivisionError"),
+    (nan_key, "case 7 (costs=[2, 0, 3, 1, 2, 0], p_success=[0.0, 1.0, 0.5, 0.75, 0.0, 0.4])", "got − expected"),
     (forgets_return, "case 1 (costs=[10, 1, 2]", "forget to `return`"),
     (returns_costs, "case 1 (costs=[10, 1, 2]", "permutation of the indices"),
 ])
@@ -201,7 +292,15 @@ def unweighted_observations(prior, likelihood, payoffs):  # averages the posteri
     return float(values.mean() - np.max(payoffs @ prior))
 
 
+def rows_as_observations(prior, likelihood, payoffs):  # reads row o of the likelihood as P(o | s) across the states
+    value = 0.0
+    for o in range(len(likelihood)):
+        value += np.max(payoffs @ (prior * likelihood[o]))
+    return float(value - np.max(payoffs @ prior))
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (rows_as_observations, "case 6 (a lopsided test (rows and columns differ)", "got − expected"),
     (no_subtraction, "case 3 (a noisy test, 3 states", "the value of deciding now must be subtracted"),
     (max_outside, "case 1 (a perfect test", "outside the average over observations"),
     (perfect_information, "case 2 (a useless test", "value of perfect information"),
@@ -249,6 +348,10 @@ def quantile_guess(rho, n):  # the n/(n+1) quantile as "the typical maximum"
     return rho * stats.norm.ppf(n / (n + 1))
 
 
+def abs_rho(rho, n):  # takes the size of the correlation and drops its sign
+    return abs(rho) * taste_value(1.0, n)
+
+
 def returns_text(rho, n):  # a formatted string instead of a number
     return f"{taste_value(rho, n):.3f}"
 
@@ -261,6 +364,7 @@ def returns_text(rho, n):  # a formatted string instead of a number
     (monte_carlo, "case 2 (rho=1.0, n=2)", "close but not exact"),
     (quantile_guess, "case 2 (rho=1.0, n=2)", "got − expected"),
     (returns_text, "case 1 (rho=1.0, n=1)", "expected a number"),
+    (abs_rho, "case 7 (rho=-0.5, n=5)", "keep the sign of ρ"),
 ])
 def test_best_of_n_rejects(wrong, case, words, capsys):
     out = rejects(check_best_of_n, wrong, capsys)

@@ -5,7 +5,7 @@ exact tree of a plan's outcomes, every permutation of a chain, direct sums, nume
     >>> check_best_of_n(lambda rho, n: rho)   # prints which cases are wrong and why, then raises
     Traceback (most recent call last):
     ...
-    labutils.checks.CheckFailed: Exercise 6.4 · best_of_n: 5 of 6 cases failed (details above)
+    labutils.checks.CheckFailed: Exercise 6.4 · best_of_n: 6 of 7 cases failed (details above)
 """
 
 from __future__ import annotations
@@ -81,13 +81,20 @@ def _plan_cases() -> list[tuple[str, Graph, list[str]]]:
                .add("lay_a", cost=1, p_success=0.5).add("lay_b", cost=1.5, p_success=0.7)
                .add("layout", cost=0.5, p_success=0.95, requires=["lay_a", "lay_b"], kind="or")
                .add("ship", cost=3, p_success=0.9, requires=["law", "kernel", "layout"]).set_goal("ship"))
+    split = (Graph().add("x", cost=1, p_success=0.5).add("y", cost=2, p_success=0.8)
+             .add("left", cost=1, p_success=0.9, requires=["x", "y"]).add("z", cost=3, p_success=0.6)
+             .add("right", cost=1, p_success=0.7, requires=["z"])
+             .add("g", cost=0.5, p_success=0.9, requires=["left", "right"], kind="or").add("after", cost=2, p_success=0.5)
+             .set_goal("g"))
     return [("a chain", chain, ["a", "b", "g"]),
             ("two routes into an OR node", routes, ["a", "r1", "r2", "m"]),
             ("an unneeded node first, a sure step, a route that always fails", sure, ["z", "s", "u", "v", "w"]),
             ("a small project, big steps first", project,
              ["data", "sweep", "law", "lay_b", "lay_a", "layout", "kernel", "ship"]),
             ("the same project, risky steps first", project,
-             ["kernel", "lay_a", "lay_b", "layout", "data", "sweep", "law", "ship"])]
+             ["kernel", "lay_a", "lay_b", "layout", "data", "sweep", "law", "ship"]),
+            ("a route whose first input failed, and a node after the goal", split,
+             ["x", "z", "y", "left", "right", "g", "after"])]
 
 
 def _check_plan(got, case: Case) -> str | None:
@@ -136,6 +143,9 @@ def _diagnose_plan(got, expected, case: Case) -> str | None:
         return "the outcomes' weights miss a factor (1 − p) for each node that fails"
     if not 0 <= p <= 1:
         return "a probability outside [0, 1]: the outcomes' weights must sum to 1"
+    if graph.n_runs == 0:
+        return ("your function never called graph.run: executing a plan has several rules (stop once the goal is "
+                "decided, skip what can no longer matter); graph.run applies them for one outcome")
     return None
 
 
@@ -160,7 +170,8 @@ def check_plan_value(plan_value) -> None:
 
 _CHAINS = [([10, 1, 2], [0.5, 0.9, 0.2]), ([1, 2, 10], [0.99, 0.5, 0.1]), ([3, 3, 3, 3], [0.9, 0.5, 0.7, 0.2]),
            ([5, 1, 4, 2, 3], [0.2, 0.95, 0.5, 0.9, 0.6]), ([0, 4, 1, 2, 6, 1], [0.5, 1.0, 0.8, 0.3, 0.6, 1.0]),
-           ([7.1, 0.8, 3.3, 9.5, 2.2, 5.0, 1.4], [0.35, 0.9, 0.62, 0.08, 0.5, 0.77, 0.95])]
+           ([7.1, 0.8, 3.3, 9.5, 2.2, 5.0, 1.4], [0.35, 0.9, 0.62, 0.08, 0.5, 0.77, 0.95]),
+           ([2, 0, 3, 1, 2, 0], [0.0, 1.0, 0.5, 0.75, 0.0, 0.4])]  # ties, a free sure step, steps that always fail
 
 
 def _brute_force_chain(costs, p) -> tuple[list[int], float, float]:
@@ -219,7 +230,7 @@ def _diagnose_chain(got, expected, case: Case) -> str | None:
 
 def check_chain_order(chain_order) -> None:
     cases = [Case(f"costs={c}, p_success={p}", (c, p), _brute_force_chain(c, p)) for c, p in _CHAINS]
-    _, best, worst = cases[-1].expected
+    _, best, worst = cases[-2].expected
     run_cases(EX_CHAIN, chain_order, cases, check=_check_chain, diagnose=_diagnose_chain,
               hint="compare two neighbours i, j: running i first is cheaper when c_i·(1 − p_j) < c_j·(1 − p_i), "
                    "so sort by cost / (1 − p), increasing; a step that never fails (p = 1) goes last",
@@ -239,7 +250,9 @@ def _evsi_cases() -> list[tuple[str, list, list, list]]:
             ("a noisy test, 3 states, 3 observations", [0.2, 0.5, 0.3],
              [[0.7, 0.2, 0.1], [0.2, 0.6, 0.2], [0.1, 0.2, 0.7]], [[-2, 1, 4], [0, 0, 0]]),
             ("an observation that never happens", [0.6, 0.4], [[0.8, 0.2, 0.0], [0.3, 0.7, 0.0]], [[3, -4], [1, 1]]),
-            ("4 states, 2 observations, 3 actions", [0.1, 0.4, 0.3, 0.2], like.tolist(), pay.tolist())]
+            ("4 states, 2 observations, 3 actions", [0.1, 0.4, 0.3, 0.2], like.tolist(), pay.tolist()),
+            ("a lopsided test (rows and columns differ)", [0.5, 0.3, 0.2],
+             [[0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.3, 0.6, 0.1]], [[4, -2, -6], [0, 0, 0]])]
 
 
 def _diagnose_evsi(got, expected, case: Case) -> str | None:
@@ -273,7 +286,7 @@ def check_evsi(evsi) -> None:
 
 # ----------------------------------------------------------------------------- 6.4 best_of_n
 
-_TASTE = [(1.0, 1), (1.0, 2), (0.6, 10), (0.3, 600), (0.0, 50), (0.8, 1000)]
+_TASTE = [(1.0, 1), (1.0, 2), (0.6, 10), (0.3, 600), (0.0, 50), (0.8, 1000), (-0.5, 5)]
 
 
 def _diagnose_taste(got, expected, case: Case) -> str | None:
@@ -286,6 +299,9 @@ def _diagnose_taste(got, expected, case: Case) -> str | None:
         return "ρ² is the share of variance the estimate explains; the expected value given the estimate is ρ·X"
     if _close(g, e, 1e-6, 1e-9):
         return "that is the oracle's value (ρ = 1): the factor ρ is missing"
+    if rho < 0 and _close(g, abs(rho) * e, 1e-6, 1e-9):
+        return ("taste that points the wrong way (ρ < 0) still picks the highest estimate, so it earns less than a "
+                "random pick: keep the sign of ρ")
     if n > 1 and _close(g, rho * math.sqrt(2 * math.log(n)), 1e-6, 1e-9):
         return "√(2 ln n) is only how E[max] grows for large n, not its value"
     if _close(g, rho * expected_max_normal(n + 1), 1e-6, 1e-9):

@@ -3,10 +3,10 @@
 The rules (one plan = one order of the nodes):
 
 * before each node, the plan stops if the goal has succeeded or can no longer succeed;
-* a node is *alive* while it is still to come and its prerequisites can still be met (an ``"and"``
-  node: each prerequisite succeeded or alive; an ``"or"`` node: one of them);
-* a node is *useful* while it is alive and is the goal, or feeds a useful node that still needs it
-  (an ``"and"`` node always does; an ``"or"`` node only until one of its prerequisites succeeded);
+* a *success set* is a set of nodes still to come whose success (every other node to come failing)
+  would make the goal succeed; a node is *useful* while it belongs to a minimal success set, that is,
+  while some outcome of the other nodes lets its own outcome decide the goal. Looking only at a
+  node's direct dependants is not enough: with goal = AND(a, m) and m = OR(a, b), node b never matters;
 * a useful node runs and its cost is paid; any other node is skipped at zero cost and counts as not
   succeeded.
 
@@ -29,22 +29,27 @@ if TYPE_CHECKING:  # pragma: no cover
     from labutils.research.graph import Graph, Node
 
 
-def _alive_and_useful(graph: Graph, topo, children: dict, ok: frozenset, pending: set) -> tuple[set, set]:
-    """The alive and the useful nodes, given the successes so far and the nodes still to come."""
-    alive = set()
+def _minimal(sets: set) -> set:
+    return {a for a in sets if not any(b < a for b in sets)}
+
+
+def _alive_and_useful(graph: Graph, topo, ok: frozenset, pending: set) -> tuple[set, set]:
+    """The alive nodes (still to come, able to succeed) and the useful ones, given the successes so far."""
+    sets = {}  # node -> the minimal sets of pending nodes whose success makes it succeed
     for v in topo:
-        if v in pending:
-            node = graph.nodes[v]
-            met = [u in ok or u in alive for u in node.requires]
-            if all(met) if node.kind == "and" else any(met):
-                alive.add(v)
-    useful = set()
-    for v in reversed(topo):
-        if v in alive and (v == graph.goal or any(
-                w in useful and (graph.nodes[w].kind == "and" or not any(u in ok for u in graph.nodes[w].requires))
-                for w in children[v])):
-            useful.add(v)
-    return alive, useful
+        node = graph.nodes[v]
+        if v in ok or v not in pending:
+            sets[v] = {frozenset()} if v in ok else set()
+            continue
+        if node.kind == "and":
+            need = {frozenset()}
+            for u in node.requires:
+                need = {a | b for a in need for b in sets[u]}
+        else:
+            need = set().union(*(sets[u] for u in node.requires))
+        sets[v] = _minimal({a | {v} for a in need})
+    alive = {v for v in topo if v in pending and sets[v]}
+    return alive, set().union(*sets[graph.goal]) if graph.goal not in ok else set()
 
 
 def run_plan(graph: Graph, order: list[str], outcome) -> tuple[bool, float]:
@@ -52,10 +57,10 @@ def run_plan(graph: Graph, order: list[str], outcome) -> tuple[bool, float]:
     missing = [v for v in order if v not in outcome]
     if missing:
         raise ValueError(f"outcome has no entry for node {missing[0]!r}")
-    topo, children = graph.structure()
+    topo = graph.structure()[0]
     ok, pending, spent = frozenset(), set(order), 0.0
     for v in order:
-        alive, useful = _alive_and_useful(graph, topo, children, ok, pending)
+        alive, useful = _alive_and_useful(graph, topo, ok, pending)
         if graph.goal in ok or graph.goal not in alive:
             break
         pending.discard(v)
@@ -68,13 +73,13 @@ def run_plan(graph: Graph, order: list[str], outcome) -> tuple[bool, float]:
 
 def evaluate_plan(graph: Graph, order: list[str]) -> tuple[float, float]:
     """(P(goal), expected cost) of a plan, exact; ``order`` already checked."""
-    topo, children = graph.structure()
+    topo = graph.structure()[0]
     memo: dict = {}
 
     def value(i: int, ok: frozenset) -> tuple[float, float]:  # from step i on, given the successes so far
         if (i, ok) in memo:
             return memo[i, ok]
-        alive, useful = _alive_and_useful(graph, topo, children, ok, set(order[i:]))
+        alive, useful = _alive_and_useful(graph, topo, ok, set(order[i:]))
         if graph.goal in ok or graph.goal not in alive:
             out = (float(graph.goal in ok), 0.0)
         elif order[i] not in useful:

@@ -113,11 +113,11 @@ def _met(node, ok: frozenset) -> bool:
 
 def _one_run(graph: Graph, nodes: list[str], tail: dict, workers: int, outcome: dict) -> float:
     """Time at which the goal succeeds for one outcome, or inf."""
-    topo, children = graph.structure()
+    topo = graph.structure()[0]
     ok, started, running, t = frozenset(), set(), {}, 0.0  # running: node -> finish time
     while True:
         waiting = {v for v in nodes if v not in started}
-        alive, useful = _alive_and_useful(graph, topo, children, ok, waiting | set(running))
+        alive, useful = _alive_and_useful(graph, topo, ok, waiting | set(running))
         if graph.goal in ok:
             return t
         if graph.goal not in alive:
