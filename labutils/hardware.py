@@ -135,8 +135,23 @@ def decode_step_time(chip: Chip, n_params: float, batch: int, context: int, kv_b
     bytes_moved = _positive("n_params", n_params) * _positive("bytes_per_param", bytes_per_param) + batch * context * kv_bytes_token
     flops = 2 * n_params * batch
     memory_s, compute_s = bytes_moved / chip.hbm_bandwidth, flops / chip.bf16_flops
+    # a decode step reads what is resident once, so the bytes it moves are also the bytes it must hold
     return dict(memory_s=memory_s, compute_s=compute_s, step_s=max(memory_s, compute_s), intensity=flops / bytes_moved,
-                regime="compute-bound" if compute_s > memory_s else "memory-bound", tokens_per_s=batch / max(memory_s, compute_s))
+                regime="compute-bound" if compute_s > memory_s else "memory-bound", tokens_per_s=batch / max(memory_s, compute_s),
+                resident_bytes=bytes_moved, fits=bytes_moved <= chip.hbm_bytes)
+
+
+def max_decode_batch(chip: Chip, n_params: float, context: int, kv_bytes_token: float, bytes_per_param: float = 2.0) -> int:
+    """Largest batch whose weights plus KV cache fit in one chip's HBM (0 when the weights alone do not fit).
+
+    >>> max_decode_batch(H100_SXM, 8e9, 4096, kv_bytes_per_token(32, 8, 128, 2))   # 16 GB + 0.54 GB per sequence
+    119
+    """
+    free = chip.hbm_bytes - _positive("n_params", n_params) * _positive("bytes_per_param", bytes_per_param)
+    if free < 0:
+        return 0
+    per_seq = context * kv_bytes_token
+    return 10**9 if per_seq <= 0 else int(free // per_seq)
 
 
 def compute_bound_batch(chip: Chip, n_params: float, context: int, kv_bytes_token: float, bytes_per_param: float = 2.0) -> float:
@@ -372,3 +387,52 @@ def measure_bandwidth(kind: str = "triad", *, array_bytes: int | None = None, re
     return Measurement(max(samples), "B/s", samples,
                        f"STREAM {kind}, 3 float64 arrays of {8 * n / 1024**2:.0f} MiB, {per_element} B/element, "
                        f"torch on {device}, {threads or torch.get_num_threads()} thread(s), best of {len(samples)}{note}")
+
+
+# ----------------------------------------------------------------------------- the memory hierarchy
+
+
+def measure_read_bandwidth(working_set_bytes: int, *, min_bytes_per_call: int = 1 << 20, repeats: int = 5,
+                           max_seconds: float = 0.5, threads: int | None = None) -> Measurement:
+    """Read bandwidth (B/s) from a working set of ``working_set_bytes``: a float32 vector summed again and again.
+    One timed call sweeps it as often as it takes to read ≥ ``min_bytes_per_call`` — one torch.sum along the rows
+    of a stride-0 expanded view, one sum per sweep — so the per-call overhead (µs) is paid once per call, not
+    once per sweep.
+
+    >>> measure_read_bandwidth(64 * 1024, repeats=2, threads=1).value > 1e9   # a working set that fits in any L2
+    True
+    """
+    import torch
+
+    n = max(int(_positive("working_set_bytes", working_set_bytes)) // 4, 16)  # float32 elements of x
+    sweeps = max(1, math.ceil(_positive("min_bytes_per_call", min_bytes_per_call) / (4 * n)))
+    x, sums = torch.rand(n), torch.empty(sweeps)
+    view = x.expand(sweeps, n)  # (sweeps, n), stride 0 along the sweeps: the same n floats each time
+    with torch_threads(threads):
+        times = best_time(lambda: torch.sum(view, 1, out=sums), repeats=repeats, warmup=1, max_seconds=max_seconds)
+    samples = [4 * n * sweeps / t for t in times]
+    return Measurement(max(samples), "B/s", samples, f"torch.sum over {sweeps} sweeps of {4 * n / 1024:,.0f} KiB, "
+                       f"{threads or torch.get_num_threads()} thread(s), best of {len(samples)}")
+
+
+def bandwidth_staircase(sizes=None, **kwargs) -> list:
+    """[(working-set bytes, Measurement)] from 4 KiB to 4× the last-level cache (powers of 4, RAM permitting):
+    the steps are L1, L2, L3 and DRAM."""
+    if sizes is None:
+        top = min(4 * last_level_cache_bytes(), available_memory_bytes() // 8)
+        sizes = [4096 * 4**i for i in range(20) if 4096 * 4**i < top] + [top]
+    return [(int(s), measure_read_bandwidth(s, **kwargs)) for s in sizes]
+
+
+def cache_level(working_set_bytes: float) -> str:
+    """The smallest OS-reported cache that holds ``working_set_bytes``, or 'DRAM'."""
+    for name, size in sorted(cache_sizes().items(), key=lambda kv: kv[1]):
+        if working_set_bytes <= size:
+            return name
+    return "DRAM"
+
+
+def roof_at(working_set_bytes: float, staircase: list) -> float:
+    """The bandwidth measured at the smallest swept working set ≥ ``working_set_bytes`` (the largest one past the end)."""
+    fits = [m.value for s, m in staircase if s >= working_set_bytes]
+    return fits[0] if fits else staircase[-1][1].value

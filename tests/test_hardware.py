@@ -115,3 +115,27 @@ def test_thread_choice_and_restore():
     assert "1 thread(s)" in hw.measure_bandwidth("copy", array_bytes=1024**2, repeats=1, threads=1).method
     with pytest.raises(ValueError, match="threads"):
         hw.measure_peak_flops(threads=0)
+
+
+def test_decode_capacity_check():
+    kv = hw.kv_bytes_per_token(32, 8, 128, 2)
+    # TPU v5e holds 16 GB: 8e9 bf16 weights alone fill it, so nothing fits
+    assert hw.max_decode_batch(hw.TPU_V5E, 8e9, 4096, kv) == 0 and not hw.decode_step_time(hw.TPU_V5E, 8e9, 1, 4096, kv)["fits"]
+    b = hw.max_decode_batch(hw.H100_SXM, 8e9, 4096, kv)
+    assert b == (80e9 - 16e9) // (4096 * kv)
+    assert hw.decode_step_time(hw.H100_SXM, 8e9, b, 4096, kv)["fits"]
+    assert not hw.decode_step_time(hw.H100_SXM, 8e9, b + 1, 4096, kv)["fits"]
+    # the example: batch 4096 at a 32k context is ≈17.6 TB of KV cache
+    step = hw.decode_step_time(hw.H100_SXM, 8e9, 4096, 32768, kv)
+    assert step["resident_bytes"] - 16e9 == pytest.approx(17.6e12, rel=0.01) and not step["fits"]
+
+
+def test_bandwidth_staircase_and_levels():
+    small = hw.measure_read_bandwidth(16 * 1024, repeats=2, max_seconds=0.2, threads=1)
+    assert small.value > 1e9 and "sweeps" in small.method  # a 16 KiB set is swept ≥ 64 times per call
+    stairs = hw.bandwidth_staircase([16 * 1024, 1 << 20], repeats=2, max_seconds=0.2, threads=1)
+    assert [s for s, _ in stairs] == [16 * 1024, 1 << 20]
+    assert hw.roof_at(1000, stairs) == stairs[0][1].value and hw.roof_at(1 << 30, stairs) == stairs[-1][1].value
+    assert hw.cache_level(1) in set(hw.cache_sizes()) | {"DRAM"} and hw.cache_level(1 << 50) == "DRAM"
+    with pytest.raises(ValueError, match="working_set_bytes"):
+        hw.measure_read_bandwidth(0)

@@ -1,5 +1,6 @@
 """Lab 03, kernel intuition: online softmax, FlashAttention's tiled loop and fusion in numpy (``attention``),
-a two-level memory simulator that counts words moved (``fastmem``) and the notebook's checkers (``checks``).
+a two-level memory simulator that counts words moved (``fastmem``), the instruments that watch what a
+learner's kernel reads and allocates (``reader``) and the notebook's checkers (``checks``).
 The roofline arithmetic and this machine's measurements live in the core, ``labutils.hardware``.
 
     >>> import numpy as np
@@ -12,17 +13,19 @@ from labutils.kernels.attention import (
     attention_reference,
     compile_demo,
     flash_attention,
+    flash_attention_backward,
+    flash_attention_lse,
     memory_passes,
     merge_softmax_stats,
     online_softmax,
 )
 from labutils.kernels.checks import (
-    BlockReader,
-    check_best_tile_size,
     check_decode_attention_intensity,
     check_flash_attention,
+    check_flash_attention_backward,
     check_matmul_intensity,
     check_merge_softmax_stats,
+    check_min_traffic_matmul,
     check_online_softmax,
     check_tiled_matmul,
     decode_attention_intensity_reference,
@@ -31,19 +34,24 @@ from labutils.kernels.fastmem import (
     FastMemory,
     FastMemoryFull,
     best_tile_size,
+    flash_attention2_sim,
     flash_attention_sim,
     naive_matmul_sim,
     naive_matmul_traffic,
     standard_attention_sim,
+    streamed_matmul_sim,
+    streamed_tile_size,
     tiled_matmul_sim,
     tiled_matmul_traffic,
 )
+from labutils.kernels.reader import BlockReader, peak_extra_bytes
 
 __all__ = [
-    "attention_reference", "compile_demo", "flash_attention", "memory_passes", "merge_softmax_stats",
-    "online_softmax", "BlockReader", "check_best_tile_size", "check_decode_attention_intensity",
-    "check_flash_attention", "check_matmul_intensity", "check_merge_softmax_stats", "check_online_softmax",
+    "attention_reference", "compile_demo", "flash_attention", "flash_attention_backward", "flash_attention_lse",
+    "memory_passes", "merge_softmax_stats",
+    "online_softmax", "BlockReader", "peak_extra_bytes", "check_decode_attention_intensity", "check_flash_attention",
+    "check_flash_attention_backward", "check_matmul_intensity", "check_merge_softmax_stats", "check_min_traffic_matmul", "check_online_softmax",
     "check_tiled_matmul", "decode_attention_intensity_reference", "FastMemory", "FastMemoryFull", "best_tile_size",
-    "flash_attention_sim", "naive_matmul_sim", "naive_matmul_traffic", "standard_attention_sim", "tiled_matmul_sim",
-    "tiled_matmul_traffic"
+    "flash_attention2_sim", "flash_attention_sim", "naive_matmul_sim", "naive_matmul_traffic", "standard_attention_sim",
+    "streamed_matmul_sim", "streamed_tile_size", "tiled_matmul_sim", "tiled_matmul_traffic",
 ]

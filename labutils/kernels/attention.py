@@ -199,3 +199,63 @@ def compile_demo(n: int = 1 << 22, *, timeout_s: float = 60.0, threads: int | No
     start = code.find("extern \"C\"")
     kernel = code[start:code.find("''')", start)] if start >= 0 else code
     return dict(ok=True, kernel=kernel.strip(), **res)
+
+
+# ----------------------------------------------------------------------------- the backward pass
+
+
+def flash_attention_lse(q, k, v, *, block_size: int = 64, causal: bool = False) -> tuple:
+    """flash_attention's output O and the log-sum-exp L = m + log l of every score row, (..., T): all the
+    backward needs to recompute P = exp(S − L) block by block (Dao 2023, arXiv 2307.08691, Algorithm 1)."""
+    q, k, v = _check_qkv(q, k, v)
+    bs, T, S = _block(block_size), q.shape[-2], k.shape[-2]
+    out = flash_attention(q, k, v, block_size=bs, causal=causal)
+    lse = np.empty(q.shape[:-1], dtype=q.dtype)  # (..., T)
+    scale = q.dtype.type(1.0 / np.sqrt(q.shape[-1]))
+    for i in range(0, T, bs):
+        rows = np.arange(i, min(i + bs, T))[:, None] + (S - T)
+        m = np.full(q.shape[:-2] + (rows.shape[0],), -np.inf, dtype=q.dtype)
+        l = np.zeros_like(m)
+        for j in range(0, S, bs):
+            s = _scores(q[..., i:i + bs, :] * scale, k[..., j:j + bs, :], rows, j, causal)
+            m_new = np.maximum(m, s.max(axis=-1))
+            safe = np.where(np.isneginf(m_new), 0.0, m_new)
+            l = l * np.exp(np.where(np.isneginf(m), -np.inf, m - safe)) + np.exp(s - safe[..., None]).sum(axis=-1)
+            m = m_new
+        lse[..., i:i + bs] = m + np.log(l)
+    return out, lse
+
+
+def _scores(q_i, k_j, rows, j, causal):
+    s = q_i @ np.swapaxes(k_j, -1, -2)  # (..., Br, Bc)
+    if causal:
+        s = np.where(np.arange(j, j + k_j.shape[-2])[None, :] <= rows, s, -np.inf)
+    return s
+
+
+def flash_attention_backward(q, k, v, o, lse, do, *, block_size: int = 64, causal: bool = False) -> tuple:
+    """(dq, dk, dv) of O = softmax(q kᵀ/√d) v given dO, never holding more than a block of the T×T matrices:
+    key blocks outside, query blocks inside (Dao 2023, Algorithm 2). P = exp(S − L) is recomputed from the
+    saved log-sum-exp; D = rowsum(dO ∘ O) replaces rowsum(dP ∘ P); dS = P ∘ (dP − D)."""
+    q, k, v = _check_qkv(q, k, v)
+    bs, T, S = _block(block_size), q.shape[-2], k.shape[-2]
+    scale = q.dtype.type(1.0 / np.sqrt(q.shape[-1]))
+    dq, dk, dv = np.zeros_like(q), np.empty_like(k), np.empty_like(v)
+    D = np.empty(q.shape[:-1], dtype=q.dtype)  # (..., T)
+    for i in range(0, T, bs):
+        D[..., i:i + bs] = (do[..., i:i + bs, :] * o[..., i:i + bs, :]).sum(axis=-1)
+    for j in range(0, S, bs):
+        k_j, v_j = k[..., j:j + bs, :], v[..., j:j + bs, :]  # (..., Bc, d)
+        dk_j, dv_j = np.zeros_like(k_j), np.zeros_like(v_j)
+        for i in range(0, T, bs):
+            rows = np.arange(i, min(i + bs, T))[:, None] + (S - T)
+            if causal and j > rows.max():
+                continue  # this key block is in the future of every query here
+            q_i, do_i = q[..., i:i + bs, :], do[..., i:i + bs, :]
+            p = np.exp(_scores(q_i * scale, k_j, rows, j, causal) - lse[..., i:i + bs, None])  # (..., Br, Bc)
+            dv_j += np.swapaxes(p, -1, -2) @ do_i
+            ds = p * (do_i @ np.swapaxes(v_j, -1, -2) - D[..., i:i + bs, None])
+            dq[..., i:i + bs, :] += ds @ k_j * scale
+            dk_j += np.swapaxes(ds, -1, -2) @ q_i * scale
+        dk[..., j:j + bs, :], dv[..., j:j + bs, :] = dk_j, dv_j
+    return dq, dk, dv

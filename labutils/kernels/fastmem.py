@@ -35,6 +35,7 @@ class FastMemory:
         self.capacity = positive_int("capacity (words)", int(capacity) if isinstance(capacity, np.integer) else capacity)
         self.reads = self.writes = self.used = self.peak = 0
         self._held: dict[int, int] = {}  # id(block) -> words
+        self._moved: dict[int, list] = {}  # id(slow-memory array) -> [words read, words written]
 
     def _take(self, block: np.ndarray) -> np.ndarray:
         if self.used + block.size > self.capacity:
@@ -49,6 +50,7 @@ class FastMemory:
         """Copy array[index] from slow into fast memory (counts its words as reads)."""
         block = np.array(array[index], copy=True)
         self.reads += block.size
+        self._moved.setdefault(id(array), [0, 0])[0] += block.size
         return self._take(block)
 
     def alloc(self, shape, dtype=np.float64) -> np.ndarray:
@@ -65,6 +67,12 @@ class FastMemory:
             raise ValueError("store() takes a block that is in fast memory (from load, alloc or hold)")
         array[index] = block
         self.writes += np.size(block)
+        self._moved.setdefault(id(array), [0, 0])[1] += np.size(block)
+
+    def moved(self, array: np.ndarray) -> tuple:
+        """(words read from, words written to) one slow-memory array."""
+        reads, writes = self._moved.get(id(array), (0, 0))
+        return reads, writes
 
     def free(self, *blocks: np.ndarray) -> None:
         for block in blocks:
@@ -133,6 +141,39 @@ def best_tile_size(capacity: int) -> int:
     return math.isqrt(capacity // 3)
 
 
+def streamed_tile_size(capacity: int) -> int:
+    """Largest b whose resident C block and one streamed column of A and row of B fit: b² + 2b <= M.
+
+    >>> streamed_tile_size(192), best_tile_size(192)   # 144 + 24 = 168 <= 192; three 8×8 tiles = 192
+    (12, 8)
+    """
+    return math.isqrt(positive_int("capacity (words)", capacity) + 1) - 1
+
+
+def streamed_matmul_sim(mem: FastMemory, A, B, tile: int | None = None) -> np.ndarray:
+    """C = A @ B keeping one (b × b) block of C in fast memory while A's columns (b × 1) and B's rows (1 × b)
+    stream through, one outer product each; b = streamed_tile_size(M) by default. Reads m·k·⌈n/b⌉ + k·n·⌈m/b⌉
+    (tiled_matmul_traffic with this b): ≈ 2n³/√M for squares, √3 less than three square tiles' 2√3·n³/√M.
+    The tight lower bound is ≈ 2n³/√M (Smith et al. 2019, arXiv 1702.02017; Hong & Kung 1981 proved Ω(n³/√M))."""
+    A, B = _matrices(A, B)
+    (m, k), n = A.shape, B.shape[1]
+    b = positive_int("tile", tile) if tile is not None else streamed_tile_size(mem.capacity)
+    if b < 1:
+        raise ValueError(f"fast memory of {mem.capacity} words is too small: the streamed schedule needs M >= 3")
+    C = np.empty((m, n))
+    for i in range(0, m, b):
+        for j in range(0, n, b):
+            acc = mem.alloc((min(b, m - i), min(b, n - j)))  # (bi, bj) resident for the whole k loop
+            for p in range(k):
+                a = mem.load(A, (slice(i, i + b), slice(p, p + 1)))  # (bi, 1)
+                r = mem.load(B, (slice(p, p + 1), slice(j, j + b)))  # (1, bj)
+                acc += a @ r  # an outer product: 2·bi·bj FLOPs for bi + bj words read
+                mem.free(a, r)
+            mem.store(C, (slice(i, i + b), slice(j, j + b)), acc)
+            mem.free(acc)
+    return C
+
+
 # ----------------------------------------------------------------------------- attention in the simulator
 
 
@@ -163,8 +204,9 @@ def standard_attention_sim(mem: FastMemory, q, k, v) -> np.ndarray:
     return tiled_matmul_sim(mem, P, v, tile)
 
 
-def flash_attention_sim(mem: FastMemory, q, k, v, *, block_cols: int | None = None, block_rows: int | None = None) -> np.ndarray:
-    """Dao et al. Algorithm 1: outer loop over key/value blocks of B_c rows, inner loop over query blocks of
+def flash_attention_sim(mem: FastMemory, q, k, v, *, block_cols: int | None = None,
+                        block_rows: int | None = None) -> np.ndarray:
+    """FlashAttention-1's order (Dao et al. 2022, Algorithm 1): outer loop over key/value blocks of B_c rows, inner loop over query blocks of
     B_r rows; O, l and m live in slow memory and are read and rewritten per (key block, query block).
     Default B_c = ⌊M / (6d)⌋, B_r = min(B_c, d) (the paper's M/(4d), shrunk so everything fits). Traffic Θ(N²d²/M)."""
     N, d = q.shape
@@ -188,4 +230,37 @@ def flash_attention_sim(mem: FastMemory, q, k, v, *, block_cols: int | None = No
                 mem.store(arr, rows, blk)
             mem.free(q_i, o_i, l_i, m_i, s)
         mem.free(k_j, v_j)
+    return O
+
+
+def flash_attention2_sim(mem: FastMemory, q, k, v, *, block_rows: int | None = None,
+                         block_cols: int | None = None) -> np.ndarray:
+    """FlashAttention-2's order (Dao 2023, arXiv 2307.08691, Algorithm 1): query blocks outside. A block's
+    running max, sum and unnormalised output stay in fast memory over the whole key loop; O is divided by l
+    once and written once, with the log-sum-exp L (what the backward needs). K and V are read once per
+    query block. Default blocks as flash_attention_sim's, so both fit the same M."""
+    N, d = q.shape
+    Bc = block_cols or max(1, mem.capacity // (6 * d))
+    Br = block_rows or min(Bc, d)
+    O, L = np.zeros((N, d)), np.zeros(N)
+    for i in range(0, N, Br):
+        rows = slice(i, i + Br)
+        q_i = mem.load(q, rows)  # (Br, d), read once
+        o_i, l_i, m_i = mem.alloc((q_i.shape[0], d)), mem.alloc(q_i.shape[0]), mem.alloc(q_i.shape[0])
+        m_i[:] = -np.inf
+        for j in range(0, N, Bc):
+            k_j, v_j = mem.load(k, slice(j, j + Bc)), mem.load(v, slice(j, j + Bc))  # (Bc, d) each
+            s = mem.hold(q_i @ k_j.T / np.sqrt(d))  # (Br, Bc)
+            m_new = np.maximum(m_i, s.max(axis=1))
+            p = np.exp(s - m_new[:, None], out=s)
+            alpha = np.exp(m_i - m_new)
+            l_i[:] = alpha * l_i + p.sum(axis=1)
+            o_i[:] = alpha[:, None] * o_i + p @ v_j  # unnormalised: no division inside the loop
+            m_i[:] = m_new
+            mem.free(k_j, v_j, s)
+        o_i /= l_i[:, None]
+        lse = mem.hold(m_i + np.log(l_i))
+        mem.store(O, rows, o_i)
+        mem.store(L, rows, lse)
+        mem.free(q_i, o_i, l_i, m_i, lse)
     return O
