@@ -211,6 +211,7 @@ def run_cases(
     cost: Callable[[], str] | None = None,
     check: Callable[[Any, Case], str | None] | None = None,
     diagnose: Callable[[Any, Any, Case], str | None] | None = None,
+    learner: Callable | None = None,
 ) -> None:
     """Run every case, print the verdict, record a pass; raise CheckFailed on any wrong answer.
 
@@ -219,12 +220,16 @@ def run_cases(
     (e.g. a ratio of exactly V means ``reduction='mean'``); it is asked only about failing cases.
     ``cost()`` returns one line printed after a pass (FLOPs, bytes moved, messages…); it must describe
     what the learner's function did, or a fact about the problem — never a constant about the function.
+    ``learner`` is the learner's own function when ``fn`` wraps it (to count reads, say): a pass is
+    credited to it, so ``use(learner, reference)`` finds it.
     Returns None (a checker's verdict is what it prints, or the CheckFailed it raises), so a check
     cell shows no stray value; ``session_status(notebook)`` tells what happened.
     """
     key = (exercise.notebook, exercise.number)
-    if not callable(fn):
-        print(f"{exercise.label} — expected a function, got {type(fn).__name__}: {_fmt(fn)}")
+    credited = fn if learner is None else learner
+    if not callable(credited) or not callable(fn):
+        bad = credited if not callable(credited) else fn
+        print(f"{exercise.label} — expected a function, got {type(bad).__name__}: {_fmt(bad)}")
         print(f"  hint: pass the function itself, e.g. check_{exercise.name}({exercise.name}), without calling it")
         _record_failure(exercise)
         raise CheckFailed(f"{exercise.label}: not a function")
@@ -261,7 +266,7 @@ def run_cases(
         if cost is not None:
             print(f"  cost: {cost()}")
         _SESSION[key] = "passed"
-        _PASSED_FN[key] = fn
+        _PASSED_FN[key] = credited
         record_pass(exercise)
         return None
     print(f"{exercise.label} — {n - len(failures)} of {n} cases pass")
