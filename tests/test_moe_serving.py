@@ -44,11 +44,11 @@ def _x(B, seed=1):
 
 
 @pytest.mark.parametrize("cf", [None, 1.0])
-@pytest.mark.parametrize("layout", ["ep", "pp"])
+@pytest.mark.parametrize("layout", ["ep", "pp", "pps"])
 def test_two_ranks_equal_single_process(two, layout, cf):
     cfg = StackConfig(**{**CFG.__dict__, "capacity_factor": cf})
     x = _x(10)
-    r = two.run(layout, cfg, x, n_micro=3 if layout == "pp" else None, steps=1, warmup=0)
+    r = two.run(layout, cfg, x, n_micro=3 if layout != "ep" else None, steps=1, warmup=0, rounds=3)
     ref = reference_output(layout, cfg, x, world_size=2, n_micro=3)
     torch.testing.assert_close(r.output, ref, rtol=0, atol=1e-5)
     if cf is not None:  # the group-by-group reference matters: one group of 10 would route differently
@@ -56,7 +56,7 @@ def test_two_ranks_equal_single_process(two, layout, cf):
         assert (full - ref).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("layout", ["ep", "pp"])
+@pytest.mark.parametrize("layout", ["ep", "pp", "pps"])
 def test_four_ranks_equal_single_process(four, layout):
     x = _x(13, seed=2)
     r = four.run(layout, CFG, x, n_micro=5, steps=2, warmup=1)
@@ -77,6 +77,19 @@ def test_bytes_counted_at_the_calls_equal_the_cost_model(two, four, P):
     want = comm_per_step("pp", batch=24, d_model=CFG.d_model, n_layers=CFG.n_layers, world_size=P, n_micro=4)
     assert (pp.total_bytes, pp.total_messages) == want
     assert pp.messages == [4] * (P - 1) + [1]
+    # steady state, per decode round: every group crosses each boundary once and its ids come back once
+    pps = cluster.run("pps", CFG, x, n_micro=4, steps=1, warmup=0, rounds=3)
+    assert pps.total_bytes == (P - 1) * 24 * CFG.d_model * 4 + 24 * 8
+    assert pps.messages == [4] * P and len(pps.step_s) == 1
+
+
+def test_a_failing_rank_in_the_steady_pipeline_fails_fast():
+    with Cluster(2) as c:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="rank 0 failed"):
+            c.run("pps", CFG, _x(8), n_micro=2, fail_rank=0)
+        assert time.monotonic() - t0 < 10
+        assert all(not p.is_alive() for p in c.procs)
 
 
 def test_bad_inputs_are_refused(two):
@@ -178,3 +191,32 @@ def test_reference_machines_come_from_the_one_chip_table():
         assert (m.flops, m.mem_bw, m.hbm_bytes) == (chip.bf16_flops, chip.hbm_bandwidth, chip.hbm_bytes)
         assert (m.link_bw, m.alpha_s) == (link.bandwidth, link.alpha_s)
     assert all(c.source and l.source for c in hw.CHIPS.values() for l in hw.LINKS.values())  # every number is cited
+
+
+# ----------------------------------------------------------------------------- torchrun entry point
+
+@pytest.mark.parametrize("layout", ["ep", "pp", "pps"])
+def test_torchrun_two_ranks_on_cpu_equal_single_process(layout, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU, even on a GPU machine
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "labutils.moe.serving", "--layout", layout,
+           "--batch", "6", "--d-model", "32", "--d-ff", "48", "--steps", "2", "--warmup", "1", "--rounds", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 ranks (gloo)" in out.stdout and ": equal" in out.stdout, out.stdout
+    total = next(line for line in out.stdout.splitlines() if line.startswith("total"))
+    nbytes, msgs = (int(v.replace(",", "")) for v in total.split()[1:])
+    x = torch.randn(6, 32, generator=torch.Generator().manual_seed(1))
+    cfg = StackConfig(d_model=32, d_ff=48, n_experts=8, k=2, n_layers=4)
+    if layout == "ep":
+        assert (nbytes, msgs) == comm_per_step("ep", batch=6, d_model=32, n_layers=4, world_size=2, k=2,
+                                               off_rank=ep_off_rank(cfg, x, world_size=2))
+    else:
+        assert nbytes == 6 * 32 * 4 + 6 * 8

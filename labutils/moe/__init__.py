@@ -23,6 +23,7 @@ from labutils.moe.cost import (
     Machine,
     comm_per_step,
     crossover_batch,
+    decode_rate,
     dispatch_splits,
     experts_touched,
     fit_machine,
@@ -30,6 +31,7 @@ from labutils.moe.cost import (
     memory_per_chip,
     step_latency,
 )
+from labutils.moe.imbalance import busiest_experts, simulate_busiest
 from labutils.moe.layer import (
     SWITCH_AUX_WEIGHT,
     MoELayer,
@@ -40,7 +42,17 @@ from labutils.moe.layer import (
     load_balancing_loss,
     route_top_k,
 )
-from labutils.moe.serving import Cluster, LayoutResult, ep_off_rank, reference_output, run_layout
+from labutils.moe.published import (
+    DEEPEP_NVLINK_2025_06,
+    DEEPEP_RDMA_2025_02,
+    a2a_terms,
+    alpha_from_pairs,
+    alpha_profile,
+    alpha_range,
+    fit_alpha_beta,
+    winner_map,
+)
+from labutils.moe.serving import Cluster, LayoutResult, ep_expert_counts, ep_off_rank, reference_output, run_layout
 from labutils.moe.workers import LAYOUTS, StackConfig, micro_sizes
 
 __all__ = [
@@ -49,5 +61,7 @@ __all__ = [
     "comm_per_step", "crossover_batch", "dispatch_splits", "experts_touched", "fit_machine", "machine",
     "memory_per_chip", "step_latency", "SWITCH_AUX_WEIGHT", "MoELayer", "Routing", "balancing_loss_of",
     "drop_over_capacity", "expert_capacity", "load_balancing_loss", "route_top_k", "Cluster", "LayoutResult",
-    "ep_off_rank", "reference_output", "run_layout", "LAYOUTS", "StackConfig", "micro_sizes"
+    "ep_off_rank", "reference_output", "run_layout", "LAYOUTS", "StackConfig", "micro_sizes", "decode_rate",
+    "busiest_experts", "simulate_busiest", "DEEPEP_NVLINK_2025_06", "DEEPEP_RDMA_2025_02", "a2a_terms",
+    "alpha_from_pairs", "alpha_profile", "alpha_range", "fit_alpha_beta", "winner_map", "ep_expert_counts",
 ]

@@ -1,20 +1,22 @@
 """Checkers for 04_moe_sharding. Each runs fixed, seeded cases against the lab's reference (routing, the
 balancing loss and its gradient, the dispatch counts, the communication count) and prints the cost beside
-the verdict.
+the verdict, computed from what the learner's function returned.
 
     >>> from labutils.moe.layer import drop_over_capacity
     >>> check_drop_over_capacity(drop_over_capacity)   # doctest: +ELLIPSIS
-    Exercise 4.1 · drop_over_capacity — all 6 cases pass ✓
-      cost: in the T=64, E=8, k=2 case 32 of 128 assignments were dropped — ...
+    Exercise 4.1 · drop_over_capacity — all 7 cases pass ✓
+      cost: in the T=64, E=8, k=2 case your mask dropped 32 of 128 assignments — ...
 """
 
 from __future__ import annotations
 
 import torch
 
-from labutils.checks import Case, Exercise, run_cases
+from labutils.checks import Case, Exercise, compare, run_cases
 from labutils.moe.cost import comm_per_step, dispatch_splits
 from labutils.moe.layer import drop_over_capacity, load_balancing_loss
+from labutils.moe.serving import ep_off_rank
+from labutils.moe.workers import StackConfig
 
 NOTEBOOK = "04_moe_sharding"
 EX_CAPACITY = Exercise(NOTEBOOK, "4.1", "drop_over_capacity")
@@ -23,13 +25,36 @@ EX_SPLITS = Exercise(NOTEBOOK, "4.3", "dispatch_splits")
 EX_COMM = Exercise(NOTEBOOK, "4.4", "comm_per_step")
 
 
+def _tensor_of(got, dtype, shape) -> str | None:
+    """Why ``got`` is not a torch tensor of this dtype and shape (None when it is)."""
+    if not torch.is_tensor(got):
+        return f"expected a torch tensor of dtype {dtype} and shape {tuple(shape)}, got {type(got).__name__}"
+    if got.dtype != dtype:
+        return f"expected dtype {dtype}, got {got.dtype} (shape {tuple(got.shape)})"
+    if got.shape != shape:
+        return f"expected shape {tuple(shape)}, got shape {tuple(got.shape)}"
+    return None
+
+
+def _exact_tensor(dtype, why_dtype: str):
+    def verdict(got, case):
+        why = _tensor_of(got, dtype, case.expected.shape)
+        if why:
+            return why + (f" — {why_dtype}" if torch.is_tensor(got) and got.dtype != dtype else "")
+        return compare(got, case.expected, rtol=0, atol=0)
+    return verdict
+
+
 def _routing_cases():
     g = torch.Generator().manual_seed(4)
     cases = [Case("2 tokens want expert 0, capacity 1", (torch.tensor([[0], [0]]), 2, 1), torch.tensor([[False], [True]])),
              Case("first choices beat second choices", (torch.tensor([[1, 0], [0, 1]]), 2, 1),
                   torch.tensor([[False, True], [False, True]]),
                   hint="fill every token's FIRST choice before any second choice (GShard)"),
-             Case("nothing over capacity", (torch.tensor([[0, 1], [2, 3]]), 4, 1), torch.zeros(2, 2, dtype=torch.bool))]
+             Case("nothing over capacity", (torch.tensor([[0, 1], [2, 3]]), 4, 1), torch.zeros(2, 2, dtype=torch.bool)),
+             Case("capacity 2: the third token in line is the first dropped", (torch.tensor([[0], [0], [0], [1]]), 2, 2),
+                  torch.tensor([[False], [False], [True], [False]]),
+                  hint="an expert with capacity c keeps c assignments: the (c+1)-th is the first dropped")]
     for T, E, k, cap in [(16, 4, 2, 5), (64, 8, 2, 12), (33, 8, 1, 3)]:
         idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])  # (T, k) distinct choices
         cases.append(Case(f"T={T}, E={E}, k={k}, capacity={cap}", (idx, E, cap), drop_over_capacity(idx, E, cap)))
@@ -38,72 +63,131 @@ def _routing_cases():
 
 def check_drop_over_capacity(fn) -> None:
     cases = _routing_cases()
-    dropped = drop_over_capacity(*cases[-2].args)
-    run_cases(EX_CAPACITY, fn, cases, atol=0, rtol=0,
+    big = cases[-2].args
+
+    def cost():
+        dropped = fn(*big)
+        return (f"in the T=64, E=8, k=2 case your mask dropped {int(dropped.sum())} of {dropped.numel()} assignments "
+                "— those tokens ride the residual past that expert")
+
+    run_cases(EX_CAPACITY, fn, cases, check=_exact_tensor(torch.bool, "return a bool mask, e.g. `taken >= capacity`"),
               hint="count, expert by expert, how many slots are taken before each assignment, visiting "
                    "choice rank 0 for all tokens, then choice rank 1, …; drop when the count reaches capacity",
-              cost=lambda: f"in the T=64, E=8, k=2 case {int(dropped.sum())} of {dropped.numel()} assignments "
-                           "were dropped — those tokens ride the residual past that expert")
+              cost=cost)
 
 
 def _value_and_grad(fn, logits, idx):
+    """(value, gradient of the value with respect to logits), for the reference."""
     x = logits.clone().requires_grad_(True)
     out = fn(x, idx)
-    if not torch.is_tensor(out) or out.numel() != 1:
-        return "not a one-element tensor", None
-    if not out.requires_grad:
-        return float(out.detach()), None
     (grad,) = torch.autograd.grad(out.reshape(()), x)
     return float(out.detach()), grad
 
 
-def check_load_balancing_loss(fn) -> None:
-    g = torch.Generator().manual_seed(5)
-    specs = [("uniform routing", torch.zeros(8, 4), torch.arange(8).view(8, 1) % 4)]
-    for T, E, k in [(32, 4, 1), (64, 8, 2), (16, 16, 4)]:
-        logits = torch.randn(T, E, generator=g) * 2
-        specs.append((f"T={T}, E={E}, k={k}", logits, logits.topk(k, -1).indices))
-    collapsed = torch.zeros(8, 4)
-    collapsed[:, 0] = 5.0
-    specs.append(("everything on expert 0", collapsed, torch.zeros(8, 1, dtype=torch.long)))
-    cases = [Case(name, (x, idx), _value_and_grad(load_balancing_loss, x, idx),
-                  hint="uniform f and P give E · E · (1/E)² = 1" if name.startswith("uniform") else None)
-             for name, x, idx in specs]
-
+def _balance_verdict(pristine):
+    """The check: value, then gradient (finite, equal to the reference's), inputs left untouched."""
     def verdict(got, case):
-        (val, grad), (want, want_grad) = got, case.expected
-        if isinstance(val, str):
-            return "return a scalar tensor, e.g. E * (f * P).sum()"
+        x, idx = case.args
+        want, want_grad = case.expected
+        if not torch.equal(x.detach(), pristine[case.name][0]) or not torch.equal(idx, pristine[case.name][1]):
+            return "your function modified router_logits or expert_index in place: work on new tensors"
+        if not torch.is_tensor(got) or got.numel() != 1:
+            return (f"got a {type(got).__name__}, not a one-element tensor: return a scalar torch tensor that keeps "
+                    "its graph (no .item(), no float())")
+        val = float(got.detach().float())
         if abs(val - want) > 1e-6 + 1e-5 * abs(want):
-            return f"value {val:.6g}, expected {want:.6g}"
+            return compare(val, want, rtol=1e-5, atol=1e-6)
+        grad = torch.autograd.grad(got.reshape(()), x, allow_unused=True)[0] if got.requires_grad else None
         if grad is None:
             return ("the value is right but carries no gradient: compute P with torch ops on router_logits "
-                    "(softmax, mean) — no .item(), no numpy, no torch.no_grad()")
-        if not torch.allclose(grad, want_grad, rtol=1e-4, atol=1e-6):
-            return ("the value is right but its gradient is not: only P_i (the mean softmax) should carry one — "
-                    "f_i is a count, so build it without the logits' graph")
+                    "(softmax, mean) — no .item(), no numpy, no torch.no_grad(), no .detach()")
+        if not torch.isfinite(grad).all():
+            return "the gradient with respect to router_logits contains NaN or inf"
+        tol = dict(rtol=2e-2, atol=1e-4) if grad.dtype == torch.bfloat16 else dict(rtol=1e-4, atol=1e-6)
+        if not torch.allclose(grad.float(), want_grad.float(), **tol):
+            err = (grad.float() - want_grad.float()).abs().max().item()
+            return (f"the value is right but its gradient is not (max abs error {err:.3g}): only P_i (the mean "
+                    "softmax) should carry one — f_i is a count, so build it without the logits' graph")
         return None
-
-    run_cases(EX_BALANCE, lambda x, idx: _value_and_grad(fn, x, idx), cases, check=verdict,
-              hint="f_i counts assignments (all T·k of them, before dropping); P_i averages softmax probabilities; "
-                   "multiply Σ f_i·P_i by E")
+    return verdict
 
 
-def check_dispatch_splits(fn) -> None:
+def _balance_diagnose(got, expected, case):
+    x, idx = case.args
+    E, k, want = x.shape[1], idx.shape[1], expected[0]
+    if not torch.is_tensor(got) or got.numel() != 1 or not want:
+        return None
+    ratio = float(got.detach().float()) / want
+    if abs(ratio * E - 1) < 1e-4:
+        return f"the value is exactly 1/E = 1/{E} of the expected: multiply Σ f_i·P_i by E"
+    if k > 1 and abs(ratio - k) < 1e-4:
+        return f"the value is exactly k = {k} times the expected: f_i divides by all T·k assignments, not by T"
+    if x.dtype == torch.bfloat16 and 1e-5 < abs(ratio - 1) < 2e-2:
+        return "close but not equal on bf16 logits: upcast to float32 before the softmax (logits.float())"
+    return None
+
+
+def check_load_balancing_loss(fn) -> None:
+    g = torch.Generator().manual_seed(5)
+    specs = [("uniform routing, T=8, E=4, k=1, float32", torch.zeros(8, 4), torch.arange(8).view(8, 1) % 4)]
+    for T, E, k in [(32, 4, 1), (64, 8, 2), (16, 16, 4)]:
+        logits = torch.randn(T, E, generator=g) * 2
+        specs.append((f"T={T}, E={E}, k={k}, float32", logits, logits.topk(k, -1).indices))
+    collapsed = torch.zeros(8, 4)
+    collapsed[:, 0] = 5.0
+    specs.append(("everything on expert 0, T=8, E=4, k=1, float32", collapsed, torch.zeros(8, 1, dtype=torch.long)))
+    lg = (torch.randn(256, 8, generator=g) * 3).bfloat16()
+    specs.append(("bf16 logits (loss computed in float32), T=256, E=8, k=2", lg, lg.float().topk(2, -1).indices))
+    pristine = {name: (x.clone(), idx.clone()) for name, x, idx in specs}
+    cases = [Case(name, (x.clone().requires_grad_(True), idx.clone()), _value_and_grad(load_balancing_loss, x, idx),
+                  hint="uniform f and P give E · E · (1/E)² = 1" if name.startswith("uniform") else None)
+             for name, x, idx in specs]
+    run_cases(EX_BALANCE, fn, cases, check=_balance_verdict(pristine), diagnose=_balance_diagnose,
+              hint="f_i counts assignments (all T·k of them, before dropping); P_i averages softmax probabilities "
+                   "(in float32); multiply Σ f_i·P_i by E")
+
+
+def _splits_cases():
     g = torch.Generator().manual_seed(7)
-    cases = [Case("4 experts on 2 ranks", (torch.tensor([[0, 3], [1, 2], [3, 2]]), torch.zeros(3, 2, dtype=torch.bool), 4, 2),
-                  torch.tensor([2, 4])),
-             Case("dropped assignments stay home", (torch.tensor([[0, 3], [1, 2]]), torch.tensor([[False, True], [True, False]]), 4, 2),
-                  torch.tensor([1, 1]), hint="a dropped assignment is not sent anywhere: skip it")]
+    no_drop = torch.zeros(3, 2, dtype=torch.bool)
+    cases = [Case("4 experts on 2 ranks", (torch.tensor([[0, 3], [1, 2], [3, 2]]), no_drop, 4, 2), torch.tensor([2, 4])),
+             Case("dropped assignments stay home",
+                  (torch.tensor([[0, 3], [1, 2]]), torch.tensor([[False, True], [True, False]]), 4, 2),
+                  torch.tensor([1, 1]), hint="a dropped assignment is not sent anywhere: skip it"),
+             Case("the last rank receives nothing, E=8, P=4", (torch.tensor([[0, 5], [2, 1], [4, 3]]), no_drop, 8, 4),
+                  torch.tensor([2, 2, 2, 0]),
+                  hint="the result needs one entry per rank, zeros included: all_to_all_single needs world_size sizes")]
     for T, E, k, P in [(16, 8, 2, 2), (40, 8, 2, 4), (7, 16, 4, 8)]:
         idx = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])
         drop = torch.rand(T, k, generator=g) < 0.2
         cases.append(Case(f"T={T}, E={E}, k={k}, P={P}", (idx, drop, E, P), dispatch_splits(idx, drop, E, P)))
-    idx, drop, E, P = cases[-2].args
-    n = dispatch_splits(idx, drop, E, P)
-    run_cases(EX_SPLITS, fn, cases, atol=0, rtol=0, hint="expert e lives on rank e // (n_experts // world_size); count live assignments per rank",
-              cost=lambda: f"in the P=4 case rank 0 keeps {int(n[0])} rows and sends {int(n[1:].sum())} rows "
-                           f"({int(n[1:].sum()) * 257 * 4:,} bytes at d_model 256 fp32: each row plus its expert id) in 3 messages")
+    return cases
+
+
+def check_dispatch_splits(fn) -> None:
+    cases = _splits_cases()
+    big = cases[-2].args
+
+    def cost():
+        n = fn(*big)
+        sent = int(n[1:].sum())
+        return (f"in the P=4 case your splits keep {int(n[0])} rows on rank 0 and send {sent} rows "
+                f"({sent * 257 * 4:,} bytes at d_model 256 fp32: each row plus its expert id) in 3 messages")
+
+    run_cases(EX_SPLITS, fn, cases, cost=cost,
+              check=_exact_tensor(torch.long, "split sizes are int64 counts (torch.long)"),
+              hint="expert e lives on rank e // (n_experts // world_size); count live assignments per rank, "
+                   "one entry for every rank")
+
+
+def _off_rank_patterns():
+    """Real off-rank counts, per layer: ep_off_rank on small stacks (the notebook's layouts, scaled down)."""
+    out = []
+    for P, B, L, seed in [(2, 16, 4, 1), (4, 24, 4, 2), (2, 5, 3, 3)]:
+        cfg = StackConfig(d_model=32, d_ff=32, n_experts=8, k=2, n_layers=L)
+        x = torch.randn(B, cfg.d_model, generator=torch.Generator().manual_seed(seed))
+        out.append((P, B, L, ep_off_rank(cfg, x, world_size=P)))
+    return out
 
 
 def check_comm_per_step(fn) -> None:
@@ -112,10 +196,20 @@ def check_comm_per_step(fn) -> None:
     cases = []
     for lay, B, d, L, P, nm in specs:
         kw = dict(batch=B, d_model=d, n_layers=L, world_size=P, k=2, n_micro=nm)
-        cases.append(Case(f"{lay}, B={B}, d_model={d}, L={L}, P={P}, n_micro={nm}", (lay,), comm_per_step(lay, **kw),
-                          kwargs=kw, rtol=1e-9, atol=1e-6))
-    ep, pp = (comm_per_step(lay, batch=64, d_model=256, n_layers=4, world_size=2, n_micro=2) for lay in ("ep", "pp"))
-    run_cases(EX_COMM, fn, cases, hint="return (bytes, messages) summed over all ranks; ep: three all-to-alls per layer, "
-                                       "each with P·(P−1) messages; pp: n_micro messages per stage boundary plus one for the tokens",
-              cost=lambda: f"B=64, d_model 256, 4 layers, P=2: ep {ep[0] / 64:,.0f} bytes and {ep[1] / 64:.2f} messages per token; "
-                           f"pp {pp[0] / 64:,.0f} bytes and {pp[1] / 64:.2f} messages per token")
+        cases.append(Case(f"{lay}, B={B}, d_model={d}, L={L}, P={P}, n_micro={nm}, off_rank=None", (lay,),
+                          comm_per_step(lay, **kw), kwargs=kw, rtol=1e-9, atol=1e-6))
+    for P, B, L, off in _off_rank_patterns():
+        kw = dict(batch=B, d_model=32, n_layers=L, world_size=P, k=2, off_rank=off)
+        cases.append(Case(f"ep, B={B}, d_model=32, L={L}, P={P}, off_rank={off} (measured routing)", ("ep",),
+                          comm_per_step("ep", **kw), kwargs=kw, rtol=1e-9, atol=1e-6,
+                          hint="off_rank lists, layer by layer, the assignments that leave their rank: "
+                               "use each layer's own count instead of the uniform expectation"))
+
+    def cost():
+        ep, pp = (fn(lay, batch=64, d_model=256, n_layers=4, world_size=2, k=2, n_micro=2) for lay in ("ep", "pp"))
+        return (f"B=64, d_model 256, 4 layers, P=2, by your function: ep {ep[0] / 64:,.0f} bytes and "
+                f"{ep[1] / 64:.2f} messages per token; pp {pp[0] / 64:,.0f} bytes and {pp[1] / 64:.2f} messages per token")
+
+    run_cases(EX_COMM, fn, cases, cost=cost,
+              hint="return (bytes, messages) summed over all ranks; ep: three all-to-alls per layer, "
+                   "each with P·(P−1) messages; pp: n_micro messages per stage boundary plus one for the tokens")

@@ -5,12 +5,14 @@ Communication: every rank sends its messages one after another, so an all-to-all
 (P − 1)·α + bytes ÷ β on each rank (α per peer message, β one way per chip). Compute per layer on one rank: the roofline
 max(FLOPs ÷ peak, weight and KV bytes touched ÷ memory bandwidth) plus a fixed overhead (framework
 and kernel launches; 0 for the reference chips). At batch B only ≈ E·(1 − (1 − k/E)^B) of E
-experts are read ("How to Scale Your Model", Austin et al. 2025, inference chapter).
+experts are read ("How to Scale Your Model", Austin et al. 2025, inference chapter); under expert
+parallelism the step waits for the rank that reads the most of them (``imbalance.busiest_experts``).
+``decode_rate`` turns a step into per-token latency and throughput, including a pipeline in steady state.
 
     >>> comm_per_step("pp", batch=64, d_model=256, n_layers=4, world_size=2, n_micro=2)
     (66048, 3)
     >>> f"{step_latency('ep', H100_NVLINK, batch=64, world_size=8, **DEEPSEEK_LIKE)['total_s'] * 1e3:.1f} ms"
-    '26.2 ms'
+    '27.9 ms'
 
 Left out on purpose: link contention and topology (every message sees the same α and β), overlap
 of communication with compute, attention FLOPs, and the cost of the all-to-all's own scheduling.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from labutils.hardware import H100_SXM, ICI_V5P, INFINIBAND, NVLINK_H100, TPU_V5P, Chip, Link
+from labutils.moe.imbalance import busiest_experts
 
 COUNT_BYTES = 8  # send counts and token ids travel as int64
 
@@ -50,7 +53,7 @@ def machine(name: str, chip: Chip, link: Link, **kw) -> Machine:
 
 # Real stacks run two all-to-alls per MoE layer with fp8 dispatch and bf16 combine (DeepSeek-V3, arXiv 2412.19437).
 _REAL = dict(a2a_per_layer=2, dispatch_bytes=1)
-H100_NVLINK = machine("H100, NVLink only (hypothetical)", H100_SXM, NVLINK_H100, **_REAL)
+H100_NVLINK = machine("H100s in one NVLink domain (NVL72-like)", H100_SXM, NVLINK_H100, **_REAL)
 H100_INFINIBAND = machine("H100 + InfiniBand", H100_SXM, INFINIBAND, **_REAL)
 TPU_V5P_ICI = machine("TPU v5p + ICI", TPU_V5P, ICI_V5P, **_REAL)
 REFERENCE_MACHINES = (H100_NVLINK, H100_INFINIBAND, TPU_V5P_ICI)
@@ -108,14 +111,16 @@ def _layer_compute(m: Machine, tokens, assignments, touched, *, d_model, d_ff, d
 
 def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int, n_experts: int, k: int,
                  n_layers: int, world_size: int, n_micro: int = 1, dense_params: int | None = None,
-                 bytes_per_param: int = 4, act_bytes: int = 4, kv_bytes: float = 0.0, tokens_per_seq: int = 1) -> dict:
+                 bytes_per_param: int = 4, act_bytes: int = 4, kv_bytes: float = 0.0, tokens_per_seq: int = 1,
+                 busiest: bool = True) -> dict:
     """Modelled latency (s) of one step: decode (tokens_per_seq = 1) or prefill (the prompt length).
 
     A pipeline with n_layers not divisible by world_size is paced by its deepest stage (ceil(L/P) layers).
     dense_params: replicated non-expert weights per layer (default d_model² + d_model·E, the lab's
     CPU stack); kv_bytes: KV-cache bytes read per token per layer. Returns compute_s, comm_s, total_s,
     and comm_s split into alpha_s (message latency) and bytes_s (bytes ÷ β) on the critical path.
-    ep, per layer: m.a2a_per_layer all-to-alls, each (P − 1)·α; rows go out at m.dispatch_bytes per
+    ep, per layer: the busiest rank's distinct experts are read (``busiest=False``: the mean, E·q/P);
+    m.a2a_per_layer all-to-alls, each (P − 1)·α; rows go out at m.dispatch_bytes per
     value (d_model + 1 values: the row and its expert id) and come back at act_bytes. A third
     all-to-all (m.a2a_per_layer == 3) carries the int64 send counts, as this lab's gloo code does.
     """
@@ -130,7 +135,8 @@ def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int
     beta = m.link_bw
     if layout == "ep":
         t = T / P
-        compute = L * _layer_compute(m, t, T * k / P, experts_touched(E, k, T) / P, **kw)
+        touched = busiest_experts(E, k, T, P) if busiest else experts_touched(E, k, T) / P
+        compute = L * _layer_compute(m, t, T * k / P, touched, **kw)  # the step waits for the busiest rank
         rows = t * k * (P - 1) / P
         disp = act_bytes if m.dispatch_bytes is None else m.dispatch_bytes
         counts = (P - 1) * COUNT_BYTES if m.a2a_per_layer == 3 else 0
@@ -149,6 +155,39 @@ def step_latency(layout: str, m: Machine, *, batch: int, d_model: int, d_ff: int
         alpha = min(P * m.alpha_s, total - compute)
         return dict(compute_s=compute, comm_s=total - compute, total_s=total, alpha_s=alpha, bytes_s=total - compute - alpha)
     raise ValueError(f"layout must be 'ep' or 'pp', got {layout!r}")
+
+
+def decode_rate(layout: str, m: Machine, *, batch: int, n_micro: int = 1, steady: bool = False, **shape) -> dict:
+    """Per-token latency (s) seen by one request and throughput (tokens/s) of a decode loop.
+
+    ep, and pp with ``steady=False``: one step at a time — latency = step_latency, throughput = batch ÷ it.
+    pp with ``steady=True``: n_micro groups of batch/n_micro requests are in flight across steps (GPipe
+    without a flush): while one group is in stage 2, the next is in stage 1. A group's next token needs
+    its previous one, so its period is the longer of its own trip round the ring (every layer, P − 1 hops
+    and the token loop-back) and the busiest stage's work for all groups, n_micro·max(t_stage, t_hop).
+    With n_micro ≥ P there is no bubble. ``shape`` holds step_latency's model keywords and world_size.
+
+    >>> toy = Machine("toy", 1.0, 1e30, 1e30, 0.0)   # compute grows with tokens; free memory and links
+    >>> kw = dict(batch=2, d_model=4, d_ff=4, n_experts=2, k=1, n_layers=2, world_size=2)
+    >>> decode_rate("pp", toy, n_micro=2, steady=True, **kw)["tokens_per_s"] / decode_rate("pp", toy, **kw)["tokens_per_s"]
+    2.0
+    """
+    if not (isinstance(n_micro, int) and 1 <= n_micro <= batch):
+        raise ValueError(f"n_micro must be an int in [1, batch={batch}], got {n_micro!r}")
+    if not steady or layout == "ep":
+        t = step_latency(layout, m, batch=batch, n_micro=n_micro, **shape)["total_s"]
+        return dict(latency_s=t, tokens_per_s=batch / t)
+    if layout != "pp":
+        raise ValueError(f"layout must be 'ep' or 'pp', got {layout!r}")
+    P, L = shape["world_size"], shape["n_layers"]
+    b = batch / n_micro  # requests per group
+    trip = step_latency("pp", m, batch=b, n_micro=1, **shape)["total_s"]  # one group's ring, alone
+    one = step_latency("pp", m, batch=b, n_micro=1, **{**shape, "n_layers": P, "world_size": P})  # one layer per stage
+    layer = one["compute_s"] / P
+    stage = math.ceil(L / P) * layer
+    hop = m.alpha_s + b * shape["d_model"] * shape.get("act_bytes", 4) / m.link_bw
+    period = max(trip, n_micro * max(stage, hop))
+    return dict(latency_s=period, tokens_per_s=batch / period)
 
 
 def fit_machine(points, *, name="this CPU", **shape) -> Machine:

@@ -92,14 +92,16 @@ def route_top_k(router_logits: torch.Tensor, k: int, *, capacity_factor: float |
 
 def load_balancing_loss(router_logits: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
     """E · Σ_i f_i · P_i (Switch): f_i = share of the T·k assignments (before dropping) sent to
-    expert i, P_i = mean router probability of expert i. Equals 1 for uniform routing."""
+    expert i, P_i = mean router probability of expert i. Equals 1 for uniform routing. Computed in at least
+    float32 (bf16 logits are upcast), so the result is a float32 (or float64) scalar with a gradient through P only."""
     if not isinstance(router_logits, torch.Tensor) or router_logits.ndim != 2:
         raise ValueError("router_logits must be a tensor of shape (T, E)")
     if not isinstance(expert_index, torch.Tensor) or expert_index.ndim != 2 or expert_index.shape[0] != router_logits.shape[0]:
         raise ValueError(f"expert_index must be a (T, k) tensor with T = {router_logits.shape[0]}")
     T, E = router_logits.shape
-    f = torch.bincount(expert_index.reshape(-1), minlength=E).to(router_logits.dtype) / expert_index.numel()  # (E,)
-    P = router_logits.softmax(-1).mean(0)  # (E,)
+    dtype = torch.promote_types(router_logits.dtype, torch.float32)  # bf16 logits: the loss is computed in float32
+    f = torch.bincount(expert_index.reshape(-1), minlength=E).to(dtype) / expert_index.numel()  # (E,) a count: no gradient
+    P = router_logits.to(dtype).softmax(-1).mean(0)  # (E,)
     return E * (f * P).sum()
 
 
@@ -107,7 +109,12 @@ def load_balancing_loss(router_logits: torch.Tensor, expert_index: torch.Tensor)
 
 class MoELayer(nn.Module):
     """Router + n_experts GELU MLPs (d_model → d_ff → d_model). Returns the weighted expert mixture
-    only: the transformer block adds the residual, which is what carries a dropped token."""
+    only: the transformer block adds the residual, which is what carries a dropped token.
+
+    ``drop_fn`` (an attribute, default ``drop_over_capacity``) decides which assignments overflow; the
+    notebook sets it to the learner's function once that passed its check."""
+
+    drop_fn = staticmethod(drop_over_capacity)
 
     def __init__(self, d_model: int, d_ff: int, n_experts: int, k: int, *, capacity_factor: float | None = None):
         super().__init__()
@@ -137,6 +144,8 @@ class MoELayer(nn.Module):
         flat = x.reshape(-1, self.d_model)  # (T, C)
         logits = self.router(flat)  # (T, E)
         r = route_top_k(logits, self.k, capacity_factor=self.capacity_factor)
+        if r.capacity is not None and self.drop_fn is not drop_over_capacity:
+            r.dropped = self.drop_fn(r.expert_index, self.n_experts, r.capacity)
         self.last_router_logits, self.last_routing = logits, r
         out = torch.zeros_like(flat)
         live = ~r.dropped  # (T, k)
@@ -147,9 +156,10 @@ class MoELayer(nn.Module):
         return out.view_as(x)
 
 
-def balancing_loss_of(model: nn.Module) -> torch.Tensor:
-    """Sum of load_balancing_loss over every MoELayer of a model (after a forward pass)."""
+def balancing_loss_of(model: nn.Module, loss_fn=load_balancing_loss) -> torch.Tensor:
+    """Sum of ``loss_fn(router_logits, expert_index)`` (default load_balancing_loss) over every MoELayer of
+    a model, after a forward pass."""
     layers = [m for m in model.modules() if isinstance(m, MoELayer) and m.last_router_logits is not None]
     if not layers:
         raise ValueError("no MoELayer with a recorded forward pass in this model")
-    return sum(load_balancing_loss(m.last_router_logits, m.last_routing.expert_index) for m in layers)
+    return sum(loss_fn(m.last_router_logits, m.last_routing.expert_index) for m in layers)

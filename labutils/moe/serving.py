@@ -147,10 +147,13 @@ class Cluster:
         return got
 
     def run(self, layout: str, cfg: StackConfig, x: torch.Tensor, *, seed: int = 0, n_micro: int | None = None,
-            steps: int = 5, warmup: int = 2, timeout_s: float | None = None, fail_rank: int | None = None) -> LayoutResult:
+            steps: int = 5, warmup: int = 2, timeout_s: float | None = None, fail_rank: int | None = None,
+            rounds: int = 8) -> LayoutResult:
         """One decode step of ``layout`` on hidden states x (B, d_model), repeated warmup + steps times.
 
-        n_micro: pipeline micro-batches (default min(B, world_size)); fail_rank makes that rank raise (tests).
+        n_micro: pipeline micro-batches, or groups in flight for "pps" (default min(B, world_size));
+        rounds: tokens per request in one "pps" decode loop, whose time, bytes and messages are reported
+        per round; fail_rank makes that rank raise (tests).
         """
         P = self.world_size
         if self.closed:
@@ -161,7 +164,7 @@ class Cluster:
             raise ValueError(f"cfg must be a StackConfig, got {type(cfg).__name__}")
         if layout == "ep" and cfg.n_experts % P:
             raise ValueError(f"expert parallel needs world_size ({P}) to divide n_experts ({cfg.n_experts})")
-        if layout == "pp" and cfg.n_layers % P:
+        if layout in ("pp", "pps") and cfg.n_layers % P:
             raise ValueError(f"the layer pipeline needs world_size ({P}) to divide n_layers ({cfg.n_layers})")
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != cfg.d_model or x.dtype != torch.float32:
             raise ValueError(f"x must be float32 of shape (B, {cfg.d_model}), got "
@@ -174,8 +177,10 @@ class Cluster:
             raise ValueError(f"n_micro must be an int in [1, batch={B}], got {n_micro!r}")
         if not (isinstance(steps, int) and steps >= 1 and isinstance(warmup, int) and warmup >= 0):
             raise ValueError("steps must be an int >= 1 and warmup an int >= 0")
+        if not (isinstance(rounds, int) and rounds >= 1):
+            raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
         cmd = dict(layout=layout, cfg=cfg, x=x.contiguous(), seed=seed, n_micro=n_micro, steps=steps, warmup=warmup,
-                   fail_rank=fail_rank)
+                   fail_rank=fail_rank, rounds=rounds)
         for q in self._cmd:
             q.put(cmd)
         got = self._collect("result", timeout_s or self.timeout_s)
@@ -202,7 +207,7 @@ def run_layout(layout: str, cfg: StackConfig, x: torch.Tensor, *, world_size: in
 def reference_output(layout: str, cfg: StackConfig, x: torch.Tensor, *, world_size: int, seed: int = 0,
                      n_micro: int | None = None) -> torch.Tensor:
     """The single-process model on the same weights and tokens, run group by group: the groups are
-    the ranks' token shards (ep) or the micro-batches (pp), because capacity applies per group."""
+    the ranks' token shards (ep) or the micro-batches (pp, pps), because capacity applies per group."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     B = x.shape[0]
@@ -225,3 +230,24 @@ def ep_off_rank(cfg: StackConfig, x: torch.Tensor, *, world_size: int, seed: int
                 counts[i] += int(((r.expert_index // E_local != rank) & ~r.dropped).sum())
                 xs = blk(xs)
     return counts
+
+
+def ep_expert_counts(cfg: StackConfig, x: torch.Tensor, *, world_size: int, seed: int = 0) -> list:
+    """Distinct experts each rank runs, per layer, for expert parallel on x: [[rank 0, rank 1, …], …].
+    A step waits for the busiest rank, so compare max(row) with the mean."""
+    model, E_local = build_stack(cfg, seed), cfg.n_experts // world_size
+    hit = [torch.zeros(cfg.n_experts, dtype=torch.bool) for _ in range(cfg.n_layers)]
+    with torch.inference_mode():
+        for xs in x.tensor_split(world_size):
+            for i, blk in enumerate(model.blocks):
+                _, u = blk.dense(xs)
+                r = route_top_k(blk.moe.router(u), cfg.k, capacity_factor=cfg.capacity_factor)
+                hit[i][r.expert_index[~r.dropped]] = True
+                xs = blk(xs)
+    return [h.view(world_size, E_local).sum(1).tolist() for h in hit]
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=P -m labutils.moe.serving --layout ep|pp|pps …
+    from labutils.moe.launch import main
+
+    main()

@@ -10,6 +10,9 @@ process group and waits for commands. Two layouts of one decode step (one token 
 * layer pipeline ("pp"): rank r holds every weight of layers r·L/P…(r+1)·L/P. The batch is cut
   into micro-batches that flow rank to rank with isend/recv, several in flight; the last stage
   sends the next token ids (B int64) back to stage 0, which ends the step.
+* steady-state pipeline ("pps"): the same stages, but a decode loop of several tokens with n_micro
+  groups of requests in flight across steps: stage 0 starts a group's next token as soon as that
+  group's ids are back, while the other groups are in later stages — no bubble once n_micro ≥ P.
 
 ``Comm`` wraps every call and counts the bytes and messages of the tensors actually passed.
 Workers run with one thread each. Left out on purpose: attention and the KV cache (a per-token
@@ -32,7 +35,7 @@ import torch.nn as nn
 from labutils import positive_int
 from labutils.moe.layer import MoELayer, route_top_k
 
-LAYOUTS = ("ep", "pp")
+LAYOUTS = ("ep", "pp", "pps")  # expert parallel, layer pipeline one step at a time, pipeline in steady state
 
 
 @dataclass(frozen=True)
@@ -156,9 +159,13 @@ def micro_sizes(batch: int, n_micro: int) -> list[int]:
     return [len(c) for c in torch.arange(batch).tensor_split(n_micro)]
 
 
+def _device(model: MoEStack) -> torch.device:
+    return next(model.parameters()).device
+
+
 def pp_step(model: MoEStack, x, comm: Comm, batch: int, n_micro: int):
     """Layer pipeline: rank 0 feeds x (B, C); the last rank returns the output (B, C), others None."""
-    cfg, P, rank = model.cfg, comm.world_size, comm.rank
+    cfg, P, rank, dev = model.cfg, comm.world_size, comm.rank, _device(model)
     per = cfg.n_layers // P
     mine = model.blocks[rank * per:(rank + 1) * per]
     pending, outs, start = [], [], 0
@@ -167,7 +174,7 @@ def pp_step(model: MoEStack, x, comm: Comm, batch: int, n_micro: int):
             xb = x[start:start + n]
             start += n
         else:
-            xb = torch.empty(n, cfg.d_model)
+            xb = torch.empty(n, cfg.d_model, device=dev)
             comm.recv(xb, rank - 1)
         for blk in mine:
             xb = blk(xb)  # capacity applies per micro-batch
@@ -179,41 +186,79 @@ def pp_step(model: MoEStack, x, comm: Comm, batch: int, n_micro: int):
         out = torch.cat(outs)
         comm.isend(out.argmax(-1), 0).wait()  # stand-in for the sampled next tokens: B int64
     if rank == 0:
-        comm.recv(torch.empty(batch, dtype=torch.long), P - 1)  # the step ends when the tokens are back
+        comm.recv(torch.empty(batch, dtype=torch.long, device=dev), P - 1)  # the step ends when the tokens are back
     for w in pending:
         w.wait()
     return out if rank == P - 1 else None
 
 
+def pp_stream(model: MoEStack, x, comm: Comm, batch: int, n_micro: int, rounds: int):
+    """Steady-state pipelined decode: n_micro groups, ``rounds`` tokens each; a group's next token starts
+    at stage 0 when its previous ids are back from the last stage. Returns the last round's output there."""
+    cfg, P, rank, dev = model.cfg, comm.world_size, comm.rank, _device(model)
+    per = cfg.n_layers // P
+    mine = model.blocks[rank * per:(rank + 1) * per]
+    sizes = micro_sizes(batch, n_micro)
+    starts = [sum(sizes[:j]) for j in range(n_micro)]
+    pending, outs = [], [None] * n_micro  # pending: (work, tensor) kept alive until sent
+    for s in range(rounds):
+        for j, n in enumerate(sizes):
+            if rank == 0:
+                if s > 0:
+                    comm.recv(torch.empty(n, dtype=torch.long, device=dev), P - 1)  # group j's previous token is back
+                xb = x[starts[j]:starts[j] + n]  # stand-in for embedding the new token: the same hidden states
+            else:
+                xb = torch.empty(n, cfg.d_model, device=dev)
+                comm.recv(xb, rank - 1)
+            for blk in mine:
+                xb = blk(xb)
+            out = xb.contiguous() if rank < P - 1 else xb.argmax(-1)
+            pending.append((comm.isend(out, rank + 1 if rank < P - 1 else 0), out))
+            if rank == P - 1:
+                outs[j] = xb
+    if rank == 0:
+        for n in sizes:
+            comm.recv(torch.empty(n, dtype=torch.long, device=dev), P - 1)  # the last round's tokens
+    for w, _ in pending:
+        w.wait()
+    return torch.cat(outs) if rank == P - 1 else None
+
+
 # ----------------------------------------------------------------------------- the worker process
 
-def _run(cmd, rank, P, models):
+def _run(cmd, rank, P, models, device=torch.device("cpu")):
     if cmd.get("fail_rank") == rank:
         raise RuntimeError(f"injected failure on rank {rank}")
     cfg, layout = cmd["cfg"], cmd["layout"]
     key = (cfg, cmd["seed"])
     if key not in models:
-        models[key] = build_stack(cfg, cmd["seed"])
-    model, x, B = models[key], cmd["x"], cmd["x"].shape[0]
+        models[key] = build_stack(cfg, cmd["seed"]).to(device)
+    model, x, B = models[key], cmd["x"].to(device), cmd["x"].shape[0]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     comm = Comm(rank, P)
     if layout == "ep":
         lo = [len(c) for c in torch.arange(B).tensor_split(P)]
         mine = x[sum(lo[:rank]):][:lo[rank]]
         step = lambda: ep_step(model, mine, comm)  # noqa: E731
-    else:
+    elif layout == "pp":
         step = lambda: pp_step(model, x if rank == 0 else None, comm, B, cmd["n_micro"])  # noqa: E731
+    else:
+        step = lambda: pp_stream(model, x, comm, B, cmd["n_micro"], cmd["rounds"])  # noqa: E731
+    per = cmd.get("rounds", 1) if layout == "pps" else 1  # pps: report per decode round (one token per request)
     times, first = [], None
     with torch.inference_mode():
         for i in range(cmd["warmup"] + cmd["steps"]):
             dist.barrier()  # every step starts together (not counted: it is not part of the layout)
             t0 = time.perf_counter()
             out = step()
+            sync()
             dt = time.perf_counter() - t0
             if i == 0:
-                first = (out, comm.bytes_sent, comm.messages)
+                first = (out, comm.bytes_sent // per, comm.messages // per)
             if i >= cmd["warmup"]:
-                times.append(dt)
-    return dict(output=first[0], bytes_sent=first[1], messages=first[2], times=times)
+                times.append(dt / per)
+    out = first[0].cpu() if first[0] is not None else None
+    return dict(output=out, bytes_sent=first[1], messages=first[2], times=times)
 
 
 def worker(rank: int, world_size: int, port: int, cmd_q, res_q, timeout_s: float):
