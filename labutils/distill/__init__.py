@@ -1,6 +1,7 @@
 """Lab 02, distillation: the KD losses and sparse teacher targets (``losses``), an on-disk store of teacher
 targets (``store``), on-policy distillation against the oracle (``onpolicy``), the shipped teacher
-(``teacher``; re-trained with ``python -m labutils.distill.teacher``) and the notebook's checkers (``checks``).
+(``teacher``; re-trained with ``python -m labutils.distill.teacher``), the training recipes (``recipes``), the
+stored experiments (``grid``: ``python -m labutils.distill.grid``) and the notebook's checkers (``checks``).
 
     >>> import torch
     >>> from labutils.distill import kd_loss
@@ -13,6 +14,7 @@ from labutils.distill.checks import (
     check_kd_loss,
     check_onpolicy_loss,
     check_reverse_kl,
+    check_soft_and_hard_grads,
     check_target_bytes,
     check_topk_targets,
 )
@@ -25,7 +27,7 @@ from labutils.distill.losses import (
     sparse_kd_loss,
     topk_targets,
 )
-from labutils.distill.onpolicy import gkd_hook, onpolicy_loss, sample_student, sequence_reverse_kl
+from labutils.distill.onpolicy import exposure_bias, gkd_hook, onpolicy_loss, sample_student, sequence_reverse_kl
 from labutils.distill.store import GEMMA3_SAMPLES, GEMMA3_VOCAB, HEADER_BYTES, ShardError, TeacherStore, target_bytes
 
 # The teacher's names load on first use: ``python -m labutils.distill.teacher`` must find its module not yet
@@ -43,8 +45,8 @@ def __getattr__(name):
 
 __all__ = [
     "DIVERGENCES", "distinct_sampled_targets", "kd_loss", "sampled_targets", "sparse_bytes_per_token",
-    "sparse_kd_loss", "topk_targets", "gkd_hook", "onpolicy_loss", "sample_student", "sequence_reverse_kl",
+    "sparse_kd_loss", "topk_targets", "exposure_bias", "gkd_hook", "onpolicy_loss", "sample_student", "sequence_reverse_kl",
     "GEMMA3_SAMPLES", "GEMMA3_VOCAB", "HEADER_BYTES", "ShardError", "TeacherStore", "target_bytes", "check_jsd",
-    "check_kd_loss", "check_onpolicy_loss", "check_reverse_kl", "check_target_bytes", "check_topk_targets",
+    "check_kd_loss", "check_onpolicy_loss", "check_reverse_kl", "check_soft_and_hard_grads", "check_target_bytes", "check_topk_targets",
     *_TEACHER
 ]

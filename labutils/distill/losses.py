@@ -13,8 +13,8 @@ generalised JSD of GKD), with Hinton's temperature τ and τ² factor. ``topk_ta
     >>> round(sparse_kd_loss(s, idx, p).item(), 3)          # soft-target cross-entropy on them
     4.654
 
-Left out on purpose: mixing with the hard-label loss (one line: α·CE + (1−α)·kd_loss), fused or
-chunked vocab-parallel kernels, and sequence-level KD (Kim & Rush 2016) — see the notebook.
+Mixing with the hard-label loss and sequence-level KD (Kim & Rush 2016) are training recipes, in
+``recipes``. Left out on purpose: fused or chunked vocab-parallel kernels.
 """
 
 from __future__ import annotations

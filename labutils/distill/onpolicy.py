@@ -75,6 +75,40 @@ def sequence_reverse_kl(model, language, n: int, *, seed: int, temperature: floa
                 student_entropy=-student_ll.mean().item(), reverse_kl_se=se)
 
 
+@torch.no_grad()
+def exposure_bias(model, language, n: int, *, seed: int) -> dict:
+    """The student's per-token KL to the truth on real prefixes and on its own sampled prefixes, nats/token.
+
+    Both directions are exact at every position: KL(p_true ‖ p_student) (what training on real text
+    lowers) and KL(p_student ‖ p_true). ``gap_*`` = own − real, with its standard error over the n
+    sequences of each kind (the two sets are independent). A positive gap is exposure bias: the student
+    is worse where its own samples lead it than where real text does.
+
+        >>> from labutils.data import HMMLanguage
+        >>> from labutils.model import GPTConfig, TinyGPT
+        >>> lang = HMMLanguage.random(3, 6, seed=0)
+        >>> model = TinyGPT(GPTConfig(vocab_size=6, context_length=8, d_model=8, n_layers=1, n_heads=1))
+        >>> out = exposure_bias(model, lang, 16, seed=0)
+        >>> out["forward_real"] > 0 and out["reverse_own"] > 0, sorted(out)[:3]
+        (True, ['forward_own', 'forward_own_se', 'forward_real'])
+    """
+    out = {}
+    for where, x in [("real", language.sample(n, model.config.context_length, seed=seed)),
+                     ("own", sample_student(model, language, n, seed=seed))]:
+        was_training = model.training
+        model.eval()
+        log_q = F.log_softmax(model(x)[:, :-1].double(), -1)  # (n, T-1, V)
+        model.train(was_training)
+        log_p = language.next_token_probs(x)[:, 1:].log()  # (n, T-1, V) float64
+        for name, a, b in [("forward", log_p, log_q), ("reverse", log_q, log_p)]:
+            per_seq = (a.exp() * (a - b)).nansum(-1).mean(1)  # (n,) mean KL over positions
+            out[f"{name}_{where}"], out[f"{name}_{where}_se"] = per_seq.mean().item(), per_seq.std().item() / math.sqrt(n)
+    for name in ("forward", "reverse"):
+        out[f"gap_{name}"] = out[f"{name}_own"] - out[f"{name}_real"]
+        out[f"gap_{name}_se"] = math.hypot(out[f"{name}_own_se"], out[f"{name}_real_se"])
+    return out
+
+
 def onpolicy_loss(student_logits, samples, language, *, divergence: str = "reverse_kl"):
     """Token-level divergence between the student and the oracle on sequences ``samples`` (n, T).
 

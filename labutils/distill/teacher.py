@@ -9,8 +9,8 @@ default language it ends ≈ 0.37 nats above the floor, where the lab's hard-lab
 usual tokens is still ≈ 0.39 above it and its distilled students ≈ 0.44–0.47. (800k tokens at lr 5e-3
 reached 0.35 but made the re-train test slower than its budget.)
 
-Left out on purpose: a bigger teacher (the capacity-gap grid of Busbridge et al. is a calculation
-in the notebook, not a sweep).
+The student × teacher grid (teachers of three sizes, trained the same way) is
+``python -m labutils.distill.grid --only grid``; this module ships only the middle one.
 """
 
 from __future__ import annotations
