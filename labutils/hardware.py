@@ -5,9 +5,9 @@ Time of a kernel ≥ max(FLOPs / peak FLOP/s, bytes / bandwidth); its arithmetic
 FLOPs / bytes, and it is compute-bound when that exceeds the ridge point peak / bandwidth
 ("How to Scale Your Model", Austin et al. 2025, roofline chapter).
 
-Left out on purpose: caches between registers and DRAM (one "fast" and one "slow" memory is
-enough for the intuition), clock and power throttling, and FLOP/s of dtypes other than bf16 for
-the real chips (the course's reference table lists dense bf16 only).
+Left out on purpose: how caches are organised (lines, associativity, replacement — the staircase
+measures each level's bandwidth, not its policy), clock and power throttling, and FLOP/s of dtypes
+other than bf16 for the real chips (the course's reference table lists dense bf16 only).
 
     >>> matmul_intensity(4096, 4096, 4096, 2)          # big bf16 matmul: far above any ridge
     1365.33...
@@ -432,7 +432,18 @@ def cache_level(working_set_bytes: float) -> str:
     return "DRAM"
 
 
-def roof_at(working_set_bytes: float, staircase: list) -> float:
-    """The bandwidth measured at the smallest swept working set ≥ ``working_set_bytes`` (the largest one past the end)."""
+def roof_at(working_set_bytes: float, staircase: list, *, upper_bound: bool = False) -> float:
+    """The bandwidth measured at the smallest swept working set ≥ ``working_set_bytes`` (the largest one past the end).
+
+    upper_bound=True: at the largest swept working set ≤ ``working_set_bytes`` instead (the first one below the
+    start). Bandwidth only falls as the working set grows, so that one bounds the op from above: a roof.
+
+    >>> stairs = [(1024, Measurement(100e9, "B/s")), (4096, Measurement(40e9, "B/s"))]
+    >>> roof_at(2048, stairs) / 1e9, roof_at(2048, stairs, upper_bound=True) / 1e9
+    (40.0, 100.0)
+    """
+    if upper_bound:
+        below = [m.value for s, m in staircase if s <= working_set_bytes]
+        return below[-1] if below else staircase[0][1].value
     fits = [m.value for s, m in staircase if s >= working_set_bytes]
     return fits[0] if fits else staircase[-1][1].value

@@ -136,6 +136,9 @@ def test_bandwidth_staircase_and_levels():
     stairs = hw.bandwidth_staircase([16 * 1024, 1 << 20], repeats=2, max_seconds=0.2, threads=1)
     assert [s for s, _ in stairs] == [16 * 1024, 1 << 20]
     assert hw.roof_at(1000, stairs) == stairs[0][1].value and hw.roof_at(1 << 30, stairs) == stairs[-1][1].value
+    # the upper bound reads the largest swept set at or below the working set: between the two points, the smaller
+    assert hw.roof_at(1 << 19, stairs, upper_bound=True) == stairs[0][1].value
+    assert hw.roof_at(1 << 19, stairs) == stairs[1][1].value
     assert hw.cache_level(1) in set(hw.cache_sizes()) | {"DRAM"} and hw.cache_level(1 << 50) == "DRAM"
     with pytest.raises(ValueError, match="working_set_bytes"):
         hw.measure_read_bandwidth(0)

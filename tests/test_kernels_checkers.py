@@ -137,7 +137,14 @@ def whole_row_panel(mem, A, B, tile):  # loads a whole row panel of A: does not 
     return C
 
 
+def loads_then_multiplies_slow(mem, A, B, tile):  # right loads and stores, but the product uses A and B from slow memory
+    C = fm.tiled_matmul_sim(mem, A, B, tile)
+    C[...] = A @ B
+    return C
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (loads_then_multiplies_slow, "(4×4) @ (4×4), M=12 words, tile=2", "read A or B directly"),
     (keeps_accumulator, "(8×8) @ (8×8), M=48 words, tile=4", "fast memory full"),
     (stores_every_step, "(8×8) @ (8×8), M=48 words, tile=4", "moved"),
     (naive_inside, "(8×8) @ (8×8), M=48 words, tile=4", "moved 1,024 words in"),
@@ -174,7 +181,39 @@ def streamed_half(mem, A, B):  # a resident C block half as wide as it could be
     return fm.streamed_matmul_sim(mem, A, B, tile=max(1, fm.streamed_tile_size(mem.capacity) // 2))
 
 
+def streamed_variant(mistake):
+    """The streamed schedule with one slip: the mistakes below."""
+    def fn(mem, A, B):
+        (m, k), n = A.shape, B.shape[1]
+        C, b = np.empty((m, n)), fm.streamed_tile_size(mem.capacity)
+        for i in range(0, m, b):
+            for j in range(0, n, b):
+                acc = mem.alloc((min(b, m - i), min(b, n - j)))
+                for p in range(k):
+                    a = mem.load(A, (slice(i, i + b), slice(p, p + 1)))
+                    r = B[p:p + 1, j:j + b] if mistake == "unloaded_B" else mem.load(B, (slice(p, p + 1), slice(j, j + b)))
+                    acc += a @ r
+                    mem.free(a, r)
+                if mistake == "no_store":
+                    C[i:i + b, j:j + b] = acc
+                else:
+                    mem.store(C, (slice(i, i + b), slice(j, j + b)), acc)
+                if mistake != "keeps_last" or (i + b < m or j + b < n):
+                    mem.free(acc)
+        return C
+    fn.__name__ = mistake
+    return fn
+
+
+def plain_product(mem, A, B):  # ignores the simulator: zero words counted, so it looked like the best schedule
+    return A @ B
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (streamed_variant("no_store"), "(16×16) @ (16×16), M=48 words", "went through mem.store"),  # C[...] = acc: writes uncounted
+    (streamed_variant("unloaded_B"), "(16×16) @ (16×16), M=48 words", "read A or B directly"),  # B's row never loaded
+    (streamed_variant("keeps_last"), "(16×16) @ (16×16), M=48 words", "left in fast memory"),  # never frees the last C block
+    (plain_product, "(16×16) @ (16×16), M=48 words", "read A or B directly"),
     (square_tiles, "(96×96) @ (96×96), M=192 words", "exactly three square tiles' traffic"),
     (naive_schedule, "(16×16) @ (16×16), M=48 words", "the best schedule here"),
     (streamed_too_big, "(30×30) @ (30×30), M=100 words", "fast memory full"),
@@ -220,7 +259,17 @@ def absolute_sums(a, b):  # un-shifts each sum with exp(m): underflows below −
     return m, (a[1] * np.exp(a[0]) + b[1] * np.exp(b[0])) / np.exp(m)
 
 
+def rescales_in_place(a, b):  # d_a *= …: overwrites the caller's running sums
+    (m_a, d_a), (m_b, d_b) = a, b
+    m = np.maximum(m_a, m_b)
+    safe = np.where(np.isneginf(m), 0.0, m)
+    d_a *= np.exp(np.where(np.isneginf(m_a), -np.inf, m_a - safe))
+    d_b *= np.exp(np.where(np.isneginf(m_b), -np.inf, m_b - safe))
+    return m, d_a + d_b
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (rescales_in_place, "per-row arrays, shape (4,)", "changed its input in place"),
     (scalar_merge, "per-row arrays, shape (4,)", "use np.maximum, np.exp and np.where"),
     (no_neginf_guard, "both sides −inf", "a nan"),
     (no_rescale, "mixed signs", "entries differ"),
@@ -318,7 +367,43 @@ def scalar_merge_inside(x, block_size):  # reuses a scalar-only 3.5
     return np.exp(x[..., :] - m) / d
 
 
+def normalises_in_place(x, block_size):  # np.exp(blk, out=blk) on a slice of x: overwrites the caller's input
+    m, d = np.full(x.shape[:-1], -np.inf), np.zeros(x.shape[:-1])
+    for s in range(0, x.shape[-1], block_size):
+        blk = x[..., s:s + block_size]
+        m_blk = blk.max(-1)
+        m, d = kernels.merge_softmax_stats((m, d), (m_blk, np.exp(blk - np.where(np.isneginf(m_blk), 0.0, m_blk)[..., None]).sum(-1)))
+    out = np.empty_like(x)
+    for s in range(0, x.shape[-1], block_size):
+        blk = x[..., s:s + block_size]
+        np.subtract(blk, m[..., None], out=blk)
+        np.exp(blk, out=blk)
+        out[..., s:s + block_size] = blk / d[..., None]
+    return out
+
+
+def float64_output(x, block_size):  # np.empty(x.shape) for the output: float32 in, float64 out
+    return softmax_reference(x, block_size).astype(np.float64, copy=False)
+
+
+def drops_last_block(x, block_size):  # range(0, n − 1, b) for the stats: a last block of one element is left out
+    n = x.shape[-1]
+    m, d = np.full(x.shape[:-1], -np.inf), np.zeros(x.shape[:-1])
+    for s in range(0, n - 1, block_size):
+        blk = x[..., s:s + block_size]
+        m_blk = blk.max(-1)
+        m, d = kernels.merge_softmax_stats((m, d), (m_blk, np.exp(blk - np.where(np.isneginf(m_blk), 0.0, m_blk)[..., None]).sum(-1)))
+    out = np.empty_like(x)
+    with np.errstate(invalid="ignore"):
+        for s in range(0, n, block_size):
+            out[..., s:s + block_size] = np.exp(x[..., s:s + block_size] - m[..., None]) / d[..., None]
+    return out
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (normalises_in_place, "4 rows of 10", "changed its input in place"),
+    (float64_output, "float32, scores ≈ ±100", "should give a float32 output"),
+    (drops_last_block, "4 rows of 10", "entries differ"),
     (whole_rows, "4 rows of 10", "read 10 positions of each row at once"),
     (concatenate_then_softmax, "memory rule: shape (2, 262144), block 128", "KiB beyond its output"),
     (three_pass, "4 rows of 10", "up to 3 times"),
@@ -336,7 +421,7 @@ def test_online_softmax_rejects(wrong, case, words, capsys):
 def test_online_softmax_reference_passes_with_a_measured_cost(capsys):
     check_online_softmax(softmax_reference)
     out = capsys.readouterr().out
-    assert "all 10 cases pass" in out and "read each element at most 2 time(s), at most 128 positions" in out, out
+    assert "all 11 cases pass" in out and "read each element at most 2 time(s), at most 128 positions" in out, out
 
 
 # ----------------------------------------------------------------------------- 3.7 flash_attention
@@ -463,7 +548,41 @@ def float64_always(q, k, v, block_size=64, causal=False):  # upcasts: right numb
     return flash_reference(q, k, v, block_size=block_size, causal=causal).astype(np.float64)
 
 
+def flash_variant(mistake):
+    """flash_reference with one slip: the mistakes below."""
+    def fn(q, k, v, block_size=64, causal=False):
+        T, d = q.shape[-2], q.shape[-1]
+        out = np.empty_like(q)
+        for i in range(0, T, block_size):
+            q_i = q[..., i:i + block_size, :]
+            if mistake == "scales_q_in_place":
+                q_i *= q.dtype.type(1 / np.sqrt(d))
+            elif mistake != "no_scale":
+                q_i = q_i / q.dtype.type(np.sqrt(d))
+            rows = np.arange(i, min(i + block_size, T))[:, None]
+            m = np.full(q_i.shape[:-1], -np.inf, dtype=q.dtype)
+            l, acc = np.zeros(q_i.shape[:-1], dtype=q.dtype), np.zeros(q_i.shape, dtype=q.dtype)
+            for j in range(0, T, block_size):
+                if causal and (j >= rows.max() if mistake == "skips_diagonal_block" else j > rows.max()):
+                    break
+                s = q_i @ np.swapaxes(k[..., j:j + block_size, :], -1, -2)
+                if causal:
+                    cols = np.arange(j, min(j + block_size, T))[None, :]
+                    s = np.where(cols < rows if mistake == "diagonal_masked" else cols <= rows, s, -np.inf)
+                m_new = np.maximum(m, s.max(axis=-1))
+                p, alpha = np.exp(s - m_new[..., None]), np.exp(m - m_new)
+                l, acc, m = alpha * l + p.sum(-1), alpha[..., None] * acc + p @ v[..., j:j + block_size, :], m_new
+            out[..., i:i + block_size, :] = acc / l[..., None]
+        return out
+    fn.__name__ = mistake
+    return fn
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (flash_variant("scales_q_in_place"), "shape (1, 8, 4)", "changed its input in place"),  # q_i *= scale on a view of q
+    (flash_variant("no_scale"), "shape (1, 8, 4)", "entries differ"),  # forgets 1/√d
+    (flash_variant("diagonal_masked"), "shape (1, 100, 16), float64, block 32, causal=True", "NaN"),  # key < query: row 0 sees nothing
+    (flash_variant("skips_diagonal_block"), "shape (2, 1, 8), float64, block 64, causal=True", "NaN"),  # j >= last row skips a needed block
     (full_scores, "shape (1, 8, 4)", "read 8 positions of the sequence"),
     (concatenate_blocks, "shape (1, 1024, 16), float64, block 32, causal=True, memory", "KiB beyond its output"),
     (no_running_max, "shape (1, 64, 16), float64, block 16, causal=True, scores ≈ ±1000", "NaN"),
@@ -535,16 +654,19 @@ def backward_variant(mistake):
         dq, dk, dv = np.zeros_like(q), np.empty_like(k), np.empty_like(v)
         D = np.empty(q.shape[:-1])
         for i in range(0, T, block_size):
-            D[..., i:i + block_size] = (do[..., i:i + block_size, :] * o[..., i:i + block_size, :]).sum(-1)
+            o_i = 1.0 if mistake == "D_without_O" else o[..., i:i + block_size, :]
+            D[..., i:i + block_size] = (do[..., i:i + block_size, :] * o_i).sum(-1)
         for j in range(0, T, block_size):
             k_j, v_j = k[..., j:j + block_size, :], v[..., j:j + block_size, :]
             dk_j, dv_j = np.zeros_like(k_j), np.zeros_like(v_j)
             cols = np.arange(j, min(j + block_size, T))[None, :]
             for i in range(0, T, block_size):
                 rows = np.arange(i, min(i + block_size, T))[:, None]
-                if causal and j > rows.max():
+                if causal and j > rows.max() and mistake != "no_causal_skip":
                     continue
                 q_i, do_i = q[..., i:i + block_size, :], do[..., i:i + block_size, :]
+                if mistake == "in_place":
+                    q_i *= 1 / np.sqrt(d)
                 s = q_i @ np.swapaxes(k_j, -1, -2) / np.sqrt(d)
                 if causal and mistake != "no_mask":
                     s = np.where(cols <= rows, s, -np.inf)
@@ -553,8 +675,8 @@ def backward_variant(mistake):
                     p = p / p.sum(-1, keepdims=True)
                 else:
                     p = np.exp(s - lse[..., i:i + block_size, None])
-                dv_j += np.swapaxes(p, -1, -2) @ do_i
-                dp = do_i @ np.swapaxes(v_j, -1, -2)
+                dv_j += (p if mistake == "dv_untransposed" else np.swapaxes(p, -1, -2)) @ do_i
+                dp = (o[..., i:i + block_size, :] if mistake == "dP_from_O" else do_i) @ np.swapaxes(v_j, -1, -2)
                 ds = p * dp if mistake == "no_D" else p * (dp - D[..., i:i + block_size, None])
                 dq[..., i:i + block_size, :] += ds @ k_j * scale
                 dk_j += np.swapaxes(ds, -1, -2) @ q_i * scale
@@ -582,6 +704,11 @@ def full_backward(q, k, v, o, lse, do, block_size=64, causal=False):  # whole ar
     (backward_variant("no_scale"), "shape (1, 8, 4)", "dq:"),  # drops 1/√d from dq and dk
     (backward_variant("block_softmax"), "shape (1, 100, 16), float64, block 32, causal=False", "entries differ"),  # normalises P per block, not with L
     (backward_variant("no_mask"), "shape (1, 100, 16), float64, block 32, causal=True", "entries differ"),  # keeps future keys
+    (backward_variant("D_without_O"), "shape (1, 8, 4)", "dq:"),  # D = rowsum(dO), forgetting the ∘ O
+    (backward_variant("dv_untransposed"), "shape (1, 8, 4)", "dv:"),  # dV += P·dO instead of Pᵀ·dO
+    (backward_variant("dP_from_O"), "shape (1, 8, 4)", "dq:"),  # dP = O·Vᵀ: the output where dO belongs
+    (backward_variant("in_place"), "shape (1, 8, 4)", "changed its input in place"),  # q_i *= scale on a view of q
+    (backward_variant("no_causal_skip"), "shape (1, 100, 16), float64, block 32, causal=True", "skip pairs of blocks"),  # masks, but visits every block
     (full_backward, "shape (1, 8, 4)", "read 8 positions"),
 ])
 def test_flash_attention_backward_rejects(wrong, case, words, capsys):

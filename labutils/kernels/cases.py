@@ -58,9 +58,12 @@ def softmax_cases():
              ("row 1 fully masked (all −inf) → nan, block 5", dead, 5),
              ("n = 1", rng.standard_normal((3, 1)), 4), ("block larger than the row", rng.standard_normal((2, 6)), 64),
              ("3-D input (2, 3, 33), block 8", rng.standard_normal((2, 3, 33)), 8),
+             ("float32, scores ≈ ±100 (exp overflows float32 above 88 without the max), block 4",
+              (rng.standard_normal((3, 18)) * 50).astype(np.float32), 4),
              ("memory rule: shape (2, 262144), block 128", rng.standard_normal((2, 262144)), 128)]
-    return [Case(name, (x,), torch.softmax(torch.from_numpy(x), dim=-1).numpy(), kwargs=dict(block_size=bs))
-            for name, x, bs in specs]
+    return [Case(name, (x,),
+                 torch.softmax(torch.from_numpy(x.astype(np.float64)), dim=-1).numpy().astype(x.dtype),
+                 kwargs=dict(block_size=bs)) for name, x, bs in specs]
 
 
 def attention_cases():
@@ -69,7 +72,7 @@ def attention_cases():
              ("", (2, 3, 37, 16), 16, True), ("", (2, 1, 8), 64, True), ("", (1, 50, 8), 7, False),
              ("scores ≈ ±1000 (exp overflows float64 without the running max)", (1, 64, 16), 16, True),
              ("scores all ≤ −800 (exp underflows without the max)", (1, 48, 16), 16, False),
-             ("float32, scores ≈ ±100 (exp overflows float32 above 88)", (1, 64, 16), 16, False),
+             ("scores ≈ ±100 (exp overflows float32 above 88)", (1, 64, 16), 16, False),
              ("memory and reads rule", (1, 1024, 16), 32, True)]
     cases = []
     for what, shape, bs, causal in specs:
@@ -79,7 +82,7 @@ def attention_cases():
         if "≤ −800" in what:
             k = np.abs(k) + 1.0  # every score ≤ −(200·1·d)/√d = −200·√d = −800 at d = 16
             q = -(np.abs(rng.standard_normal(shape)) * 20 + 200)
-        if "float32" in what:
+        if what.startswith("scores ≈ ±100 "):  # the float32 case
             q, k, v = (q * 25.0).astype(np.float32), k.astype(np.float32), v.astype(np.float32)
         ref = (torch.from_numpy(t.astype(np.float64)) for t in (q, k, v))
         want = torch.nn.functional.scaled_dot_product_attention(*ref, is_causal=causal).numpy().astype(q.dtype)
@@ -97,6 +100,17 @@ def key_reads_allowed(T: int, bs: int, causal: bool) -> np.ndarray:
     last_query = np.minimum(starts + bs, T) - 1  # (n_blocks,)
     key_block_start = (np.arange(T) // bs) * bs  # (T,)
     return (last_query[None, :] >= key_block_start[:, None]).sum(axis=1)
+
+
+def query_reads_allowed(T: int, bs: int, causal: bool) -> np.ndarray:
+    """(T,) times each query row may be read by a key-outer loop: once per key block, or causal, once per key block
+    it can see (key blocks wholly in its block's future are skipped).
+
+    >>> query_reads_allowed(6, 2, True).tolist(), query_reads_allowed(6, 2, False).tolist()
+    ([1, 1, 2, 2, 3, 3], [3, 3, 3, 3, 3, 3])
+    """
+    n_blocks = len(range(0, T, bs))
+    return (np.arange(T) // bs + 1) if causal else np.full(T, n_blocks)
 
 
 def backward_cases():

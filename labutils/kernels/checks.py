@@ -17,7 +17,15 @@ import torch
 
 from labutils.checks import Case, Exercise, compare, run_cases
 from labutils.hardware import H100_SXM, matmul_intensity
-from labutils.kernels.cases import attention_cases, backward_cases, key_reads_allowed, merge_cases, softmax_cases, stats
+from labutils.kernels.cases import (
+    attention_cases,
+    backward_cases,
+    key_reads_allowed,
+    merge_cases,
+    query_reads_allowed,
+    softmax_cases,
+    stats,
+)
 from labutils.kernels.fastmem import FastMemory, best_tile_size, streamed_tile_size, tiled_matmul_traffic
 from labutils.kernels.reader import BlockReader, no_torch, peak_extra_bytes
 
@@ -108,10 +116,27 @@ def _matmul_cases(specs, seed):
 def _run_sim(fn, seen):
     def run(A, B, *tile, M):
         mem = FastMemory(M)
-        C = fn(mem, A, B, *tile)
+        slow = BlockReader(A, 0), BlockReader(B, 0)  # notes any read that bypasses mem.load
+        C = fn(mem, *slow, *tile)
         seen.update(traffic=mem.traffic, shape=(A.shape[0], A.shape[1], B.shape[1]), M=M, peak=mem.peak)
-        return dict(C=C, reads=mem.reads, writes=mem.writes, used=mem.used, peak=mem.peak)
+        stored = mem.moved(C)[1] if isinstance(C, np.ndarray) else 0
+        return dict(C=C, reads=mem.reads, writes=mem.writes, used=mem.used, peak=mem.peak, stored=stored,
+                    direct=any(r.log for r in slow))
     return run
+
+
+def _sim_rules(got, A, B) -> str | None:
+    """The simulator's rules, once the product is right: slow memory is read only through load and written only
+    through store, and nothing is left in fast memory."""
+    if got["direct"]:
+        return ("the product is right, but your function read A or B directly (A[...], A @ B or np.asarray(A)); "
+                "slow memory may only be read through mem.load, which counts the words")
+    if got["stored"] < A.shape[0] * B.shape[1]:
+        return (f"the product is right, but only {got['stored']:,} of C's {A.shape[0] * B.shape[1]:,} elements went "
+                f"through mem.store; results reach slow memory only through store (counted as writes)")
+    if got["used"]:
+        return f"right product, but {got['used']:,} words were left in fast memory: free every block"
+    return None
 
 
 def check_tiled_matmul(fn) -> None:
@@ -125,14 +150,14 @@ def check_tiled_matmul(fn) -> None:
         why = compare(got["C"], A @ B, rtol=1e-9, atol=1e-9)
         if why:
             return f"the product is wrong: {why}"
+        if got["direct"] or got["stored"] < m * n:
+            return _sim_rules(got, A, B)
         want = tiled_matmul_traffic(m, k, n, tile)
         if (got["reads"], got["writes"]) != (want["reads"], want["writes"]):
             return (f"right product, but it moved {got['reads']:,} words in and {got['writes']:,} out; the tiled loop "
                     f"moves {want['reads']:,} in (each A block once per column of C blocks, each B block once per "
                     f"row) and {want['writes']:,} out (each C element once)")
-        if got["used"]:
-            return f"right product and traffic, but {got['used']:,} words were left in fast memory: free every block"
-        return None
+        return _sim_rules(got, A, B)
 
     _run(EX_TILED, fn, _run_sim(fn, seen), _matmul_cases(specs, 3), check=verdict,
               hint="for each (i, j) block of C: alloc an accumulator, loop p over k loading one A block and one "
@@ -153,6 +178,8 @@ def check_min_traffic_matmul(fn) -> None:
         why = compare(got["C"], A @ B, rtol=1e-9, atol=1e-9)
         if why:
             return f"the product is wrong: {why}"
+        if got["direct"] or got["stored"] < m * n:
+            return _sim_rules(got, A, B)
         moved, b = got["reads"] + got["writes"], streamed_tile_size(M)
         best = sum(tiled_matmul_traffic(m, k, n, b).values())
         if moved > 1.1 * best:
@@ -160,7 +187,7 @@ def check_min_traffic_matmul(fn) -> None:
             same = " — that is exactly three square tiles' traffic" if moved == square else ""
             return (f"right product, but it moved {moved:,} words ({moved / best:.2f}× the {best:,} of the best "
                     f"schedule here; allowed ≤ 1.1×){same}")
-        return None
+        return _sim_rules(got, A, B)
 
     def cost():
         (m, k, n), M = seen["shape"], seen["M"]
@@ -193,6 +220,10 @@ def _pair_verdict(got, case):
     if isinstance(got, dict) and "error" in got:
         err = got["error"]
         msg = f"your function raised {type(err).__name__}: {err}"
+        if "read-only" in str(err):
+            msg += ("\n    likely mistake: your function changed its input in place (a slice such as q[..., i:j, :] is "
+                    "a view, so q_i *= scale or np.exp(blk, out=blk) writes into the caller's array); the checker's "
+                    "inputs are read-only — compute into a new array or the output instead")
         if any(s in str(err) for s in _SCALAR_ONLY):
             msg += ("\n    likely mistake: max() and math.exp take one number; this case holds one (m, d) per row, as "
                     "online_softmax passes them — use np.maximum, np.exp and np.where, which work elementwise")
@@ -229,7 +260,8 @@ def check_merge_softmax_stats(fn) -> None:
         return (f"your merge combined 10 blocks' stats in 20 random tree orders; the sums agree to a relative "
                 f"{worst:.1e}")
 
-    _run(EX_MERGE, fn, lambda a, b: _caught(fn, a, b), merge_cases(), check=_pair_verdict, cost=cost,
+    frozen = lambda pair: tuple(_read_only(v) if isinstance(v, np.ndarray) else v for v in pair)  # noqa: E731
+    _run(EX_MERGE, fn, lambda a, b: _caught(fn, frozen(a), frozen(b)), merge_cases(), check=_pair_verdict, cost=cost,
               hint="m = max(m_a, m_b); each sum was taken relative to its own max, so rescale: "
                    "d = d_a·exp(m_a − m) + d_b·exp(m_b − m). A side with m = −inf has d = 0 and contributes "
                    "nothing — "
@@ -245,6 +277,13 @@ def _with_nan_rows(got, expected, rtol, atol):
     if hole.any() and not np.isnan(got[hole]).all():
         return f"a fully masked row (all −inf) should come back as nan, like torch.softmax; got {_first(got[hole])}"
     return compare(np.where(hole, 0.0, got), np.where(hole, 0.0, expected), rtol=rtol, atol=atol)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view: a learner's in-place write to an input (or a slice of it) raises instead of passing."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 def _first(a):
@@ -281,7 +320,7 @@ def check_online_softmax(fn) -> None:
     seen = dict(passes=0, worst=0)
 
     def run(x, block_size):
-        reader = BlockReader(x, -1)
+        reader = BlockReader(_read_only(x), -1)
         with no_torch():
             if x.size < 100_000:
                 return dict(out=_caught(fn, reader, block_size), reader=reader)
@@ -293,10 +332,13 @@ def check_online_softmax(fn) -> None:
         if isinstance(out, dict) and "error" in out:
             return _pair_verdict(out, case)
         seen.update(passes=max(seen["passes"], reader.passes()), worst=max(seen["worst"], max(reader.log, default=0)))
-        why = (_with_nan_rows(out, case.expected, 1e-9, 1e-12)
-               or _read_rules({"x": reader}, case, max_passes={"x": 2}, what="each row"))
+        x = case.args[0]
+        tol = (1e-4, 1e-6) if x.dtype == np.float32 else (1e-9, 1e-12)
+        why = _with_nan_rows(out, case.expected, *tol)
+        if why is None and out.dtype != x.dtype:
+            why = f"{x.dtype} input should give a {x.dtype} output (softmax keeps the input's dtype), got {out.dtype}"
+        why = why or _read_rules({"x": reader}, case, max_passes={"x": 2}, what="each row")
         if why is None and "peak" in got:
-            x = case.args[0]
             cap = 64 * 1024 + 64 * x.shape[0] * case.kwargs["block_size"] * x.itemsize
             seen.update(peak=got["peak"] - x.nbytes, full=x.nbytes, cap=cap)
             why = _memory_rule(got["peak"], x.nbytes, cap, x.nbytes)
@@ -319,7 +361,7 @@ def check_flash_attention(fn) -> None:
     seen = {}
 
     def run(q, k, v, block_size, causal):
-        readers = {name: BlockReader(t, -2, log=[]) for name, t in zip("qkv", (q, k, v))}
+        readers = {name: BlockReader(_read_only(t), -2, log=[]) for name, t in zip("qkv", (q, k, v))}
         call = lambda: _caught(fn, *readers.values(), block_size=block_size, causal=causal)  # noqa: E731
         with no_torch():
             if q.shape[-2] < 1000:
@@ -378,7 +420,7 @@ def check_flash_attention_backward(fn) -> None:
     seen = {}
 
     def run(q, k, v, o, lse, do, block_size, causal):
-        readers = {name: BlockReader(t, -1 if name == "lse" else -2, log=[])
+        readers = {name: BlockReader(_read_only(t), -1 if name == "lse" else -2, log=[])
                    for name, t in zip(("q", "k", "v", "o", "lse", "do"), (q, k, v, o, lse, do))}
         call = lambda: _caught(fn, *readers.values(), block_size=block_size, causal=causal)  # noqa: E731
         with no_torch():
@@ -401,6 +443,15 @@ def check_flash_attention_backward(fn) -> None:
         T = q.shape[-2]
         why = _read_rules(readers, case, max_passes={n: math.ceil(T / bs) + 1 for n in readers},
                           what="the sequence (rows of q, k, v, o, dO or L)")
+        if why is None and case.kwargs["causal"]:  # either loop order: a block meets only the blocks it can see
+            for name, allowed in (("q", query_reads_allowed(T, bs, True)), ("k", key_reads_allowed(T, bs, True))):
+                extra = readers[name].reads_along_axis() - allowed
+                if (extra > 0).any():
+                    r = int(np.argmax(extra > 0))
+                    why = (f"the answer is right, but {name} row {r} was read {int(allowed[r] + extra[r])} times; only "
+                           f"{int(allowed[r])} block(s) of the other side can see it — skip pairs of blocks where the "
+                           f"key block lies wholly in the future of the query block")
+                    break
         if why is None and "peak" in got:
             d, batch = q.shape[-1], math.prod(q.shape[:-2])
             cap = 64 * 1024 + 12 * (bs * bs + 4 * bs * d) * q.itemsize * batch

@@ -48,6 +48,7 @@ class FastMemory:
 
     def load(self, array: np.ndarray, index=...) -> np.ndarray:
         """Copy array[index] from slow into fast memory (counts its words as reads)."""
+        array = getattr(array, "_slow", array)  # a checker's watched array: load reads it without being noticed
         block = np.array(array[index], copy=True)
         self.reads += block.size
         self._moved.setdefault(id(array), [0, 0])[0] += block.size
@@ -87,7 +88,9 @@ class FastMemory:
 
 
 def _matrices(A, B):
-    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    # anything array-like with a float dtype is kept as it is (a checker's watched array must not be read here)
+    A, B = (x if hasattr(x, "ndim") and np.issubdtype(x.dtype, np.floating) else np.asarray(x, dtype=np.float64)
+            for x in (A, B))
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
         raise ValueError(f"need (m, k) and (k, n) matrices, got shapes {A.shape} and {B.shape}")
     return A, B

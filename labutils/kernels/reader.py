@@ -82,6 +82,7 @@ class BlockReader(np.lib.mixins.NDArrayOperatorsMixin):
                            self._pos.transpose(axes))
 
     T = property(lambda self: self.transpose())
+    _slow = property(lambda self: self._a)  # the raw array, for FastMemory.load, which counts its own reads
 
     def __array__(self, dtype=None, copy=None):
         a = self._full()
