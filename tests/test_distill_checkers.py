@@ -69,7 +69,18 @@ def reverse_direction(s, t, tau):  # KL(p_S ‖ p_T) instead of KL(p_T ‖ p_S)
     return kd_loss(s, t, temperature=tau, divergence="reverse_kl")
 
 
+def tau_on_student_only(s, t, tau):  # softens the student but compares it with the unsoftened teacher
+    log_ps, log_pt = F.log_softmax(s.float() / tau, -1), F.log_softmax(t.float(), -1)
+    return torch.where(log_pt.exp() > 0, log_pt.exp() * (log_pt - log_ps), torch.zeros(())).sum(-1).mean() * tau**2
+
+
+def times_tau_not_tau_squared(s, t, tau):  # multiplies by τ: right at τ = 1, wrong for every τ ≠ 1
+    return kd_loss(s, t, temperature=tau) / tau
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (tau_on_student_only, "random logits: τ = 2, float32, shape (6, 16)", ["only the student's logits"]),
+    (times_tau_not_tau_squared, "random logits: τ = 4, float32, shape (6, 16)", ["multiplied by τ, not τ²"]),
     (kl_div_batchmean, "3-D logits (B, T, V): τ = 2, float32, shape (4, 8, 64)", ["'batchmean' divides by B = 4"]),
     (kl_div_mean, "random logits: τ = 1, float32, shape (6, 16)", ["reduction='mean'", "got/expected = 0.0625"]),
     (no_tau_squared, "random logits: τ = 2, float32, shape (6, 16)", ["τ² factor is missing"]),
@@ -110,7 +121,13 @@ def no_ban(s, t):  # keeps the student's mass on banned tokens and drops those t
     return torch.where(torch.isfinite(terms), terms, torch.zeros(())).sum(-1).mean()
 
 
+def teacher_clamped_not_banned(s, t):  # replaces −inf by a finite −30 instead of banning: the student keeps mass there
+    log_q, log_p = F.log_softmax(s.float(), -1), F.log_softmax(t.float().clamp(min=-30), -1)
+    return (log_q.exp() * (log_q - log_p)).sum(-1).mean()
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (teacher_clamped_not_banned, "teacher bans 5 tokens (logit −inf): τ = 1, float32, shape (6, 16)", ["expected"]),
     (where_nan_grad, "teacher bans 5 tokens (logit −inf): τ = 1, float32, shape (6, 16)", ["gradient", "nan"]),
     (masks_student_in_place, "teacher bans 5 tokens", ["in-place"]),
     (forward_direction, "random logits: τ = 1, float32, shape (6, 16)", ["direction is swapped"]),
@@ -149,7 +166,12 @@ def jsd_in_bf16(s, t, beta):  # no float32 upcast
     return (beta * kl(log_pt) + (1 - beta) * kl(log_ps)).mean()
 
 
+def jsd_in_bits(s, t, beta):  # log base 2: the right divergence in bits, not nats
+    return kd_loss(s, t, divergence="jsd", beta=beta) / math.log(2)
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (jsd_in_bits, "random logits: τ = 1, β = 0.3, float32, shape (6, 16)", ["1/ln 2"]),
     (beta_swapped, "random logits: τ = 1, β = 0.3, float32, shape (6, 16)", ["β and 1−β swapped"]),
     (log_of_mixture, "teacher bans 5 tokens (logit −inf): τ = 1, β = 0.3", ["not finite"]),
     (jsd_detached, "random logits: τ = 1, β = 0.3", ["carries no gradient"]),
@@ -206,7 +228,12 @@ def forgets_indices(n, V, k, b):  # stores the values only
     return n * (V if k is None else k) * b
 
 
+def int16_indices(n, V, k, b):  # 2-byte indices: too narrow for a 262k vocabulary, and not the int32 convention
+    return n * (V * b if k is None else k * (2 + b))
+
+
 @pytest.mark.parametrize("wrong, case", [
+    (int16_indices, "tokens=1,000, V=64, k=8, 2 B values"),
     (bits_not_bytes, "tokens=1, V=64, k=None, 2 B values"),
     (int64_indices, "tokens=1,000, V=64, k=8, 2 B values"),
     (forgets_indices, "tokens=1,000, V=64, k=8, 2 B values"),
@@ -232,7 +259,25 @@ def returns_logits(t, k):  # the k logits, not probabilities
     return i, v
 
 
+def topk_along_dim1(t, k):  # dim=1 is the vocabulary only for 2-D logits
+    v, i = t.float().topk(k, dim=1)
+    return i, F.softmax(v, dim=1)
+
+
+def topk_flattened(t, k):  # reshapes to (tokens, V) and never restores the leading shape
+    v, i = t.float().reshape(-1, t.shape[-1]).topk(k, -1)
+    return i, F.softmax(v, -1)
+
+
+def topk_float_indices(t, k):  # token ids as floats: unusable for gather or an int32 store
+    v, i = t.float().topk(k, -1)
+    return i.float(), F.softmax(v, -1)
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (topk_along_dim1, "k = 4, float32, shape (2, 3, 64)", ["dim=-1"]),
+    (topk_flattened, "k = 4, float32, shape (2, 3, 64)", ["expected indices and probs of shape (2, 3, 4)"]),
+    (topk_float_indices, "k = 1, float32, shape (5, 64)", ["token ids are integers"]),
     (softmax_then_topk, "k = 1, float32, shape (5, 64)", ["sum to 1"]),
     (smallest_k, "k = 1, float32, shape (5, 64)", ["k largest"]),
     (returns_logits, "k = 4, float32, shape (5, 64)", ["sum to 1"]),
@@ -262,7 +307,26 @@ def onpolicy_bf16(logits, x, lang):  # softmax in the input dtype
     return (log_q.exp() * (log_q - log_p)).sum(-1).mean()
 
 
+def log_of_softmax(logits, x, lang):  # log(softmax(z)) underflows to −inf at logits of ±1e4: NaN
+    q, log_p = F.softmax(logits[:, :-1].float(), -1), lang.next_token_probs(x)[:, 1:].log().float()
+    return (q * (q.log() - log_p)).sum(-1).mean()
+
+
+def summed_over_positions(logits, x, lang):  # sums the T − 1 positions of each sequence instead of averaging
+    log_q, log_p = F.log_softmax(logits[:, :-1].float(), -1), lang.next_token_probs(x)[:, 1:].log().float()
+    return (log_q.exp() * (log_q - log_p)).sum(-1).sum(-1).mean()
+
+
+def scores_fresh_language_samples(logits, x, lang):  # scores new text from the language, not the samples given
+    y = lang.sample(x.shape[0], x.shape[1], seed=0)
+    log_q, log_p = F.log_softmax(logits[:, :-1].float(), -1), lang.next_token_probs(y)[:, 1:].log().float()
+    return (log_q.exp() * (log_q - log_p)).sum(-1).mean()
+
+
 @pytest.mark.parametrize("wrong, case, words", [
+    (scores_fresh_language_samples, "random student logits: τ = 1, float32, shape (3, 7, 10)", ["expected"]),
+    (log_of_softmax, "logits of ±1e4: τ = 1, float32, shape (3, 7, 10)", ["log_softmax"]),
+    (summed_over_positions, "random student logits: τ = 1, float32, shape (3, 7, 10)", ["T − 1 = 6"]),
     (no_shift, "random student logits: τ = 1, float32, shape (3, 7, 10)", ["no shift"]),
     (oracle_to_student, "random student logits: τ = 1, float32, shape (3, 7, 10)", ["direction is swapped"]),
     (onpolicy_item, "random student logits", ["returned a float"]),

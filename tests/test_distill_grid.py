@@ -28,6 +28,7 @@ def test_stored_file_says_how_it_was_made(stored):
 @pytest.mark.parametrize("where", [
     dict(exp="efficiency", method="hard", tokens=recipes.TOKENS),
     dict(exp="efficiency", method="kd", teacher="oracle"),
+    dict(exp="horizon", teacher="d48 L2", tokens=2 * recipes.TOKENS),
 ])
 def test_a_stored_run_reproduces(stored, where):
     (rec,) = grid.select(stored, seed=1, **where)

@@ -132,8 +132,16 @@ def _diagnose_kd(kind):
             return f"a ratio of exactly T = {s.shape[1]}: reduction='batchmean' divides by B = {s.shape[0]} only"
         if tau != 1 and near(r, 1 / tau**2):
             return "a ratio of exactly 1/τ²: the τ² factor is missing"
+        if tau != 1 and near(r, 1 / tau):
+            return "a ratio of exactly 1/τ: the loss was multiplied by τ, not τ²"
         if tau != 1 and near(r, tau**2):
             return "a ratio of exactly τ²: τ² applied twice, or the logits were not divided by τ"
+        if kind == "jsd" and near(r, 1 / math.log(2)):
+            return "a ratio of exactly 1/ln 2: log base 2 (bits); the course measures nats (natural log)"
+        for side, a, b in [("student's", s / tau, t), ("teacher's", s, t / tau)]:
+            one_side = _ref64(a, b, 1.0, kind)
+            if tau != 1 and any(near(float(got.detach()), one_side * f) for f in (1, tau**2)):
+                return f"only the {side} logits were divided by τ: soften both distributions"
         other = {"forward_kl": "reverse_kl", "reverse_kl": "forward_kl", "jsd": "jsd"}[kind]
         beta = case.args[2] if kind == "jsd" else 0.5
         alt = _ref64(s, t, tau, other, 1 - beta if kind == "jsd" else beta) if kind != "jsd" or beta != 0.5 else None
@@ -212,14 +220,19 @@ def check_topk_targets(fn) -> None:
     """fn(teacher_logits, k) -> (indices (..., k), renormalised probs (..., k))."""
     g = torch.Generator().manual_seed(3)
     t = torch.randn(5, 64, generator=g) * 3  # (tokens, V)
+    t3 = torch.randn(2, 3, 64, generator=g) * 3  # (B, T, V)
 
     def check(got, case):
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             return "expected a tuple (indices, probs)"
         idx, p = (torch.as_tensor(x) for x in got)
-        k = case.args[1]
-        if tuple(idx.shape) != (5, k) or tuple(p.shape) != (5, k):
-            return f"expected indices and probs of shape (5, {k}), got {tuple(idx.shape)} and {tuple(p.shape)}"
+        logits, k = case.args
+        shape = tuple(logits.shape[:-1]) + (k,)
+        if tuple(idx.shape) != shape or tuple(p.shape) != shape:
+            return (f"expected indices and probs of shape {shape} (the leading dimensions kept, the last one k), "
+                    f"got {tuple(idx.shape)} and {tuple(p.shape)}: work along dim=-1, the vocabulary")
+        if idx.is_floating_point() or idx.dtype == torch.bool:
+            return f"the indices came back as {idx.dtype}: token ids are integers (torch.topk returns int64)"
         order = idx.argsort(-1)
         want_idx, want_p = case.expected
         want_order = want_idx.argsort(-1)
@@ -230,14 +243,17 @@ def check_topk_targets(fn) -> None:
             if abs(total - 1) > 1e-3:
                 return (f"each row's k probabilities should sum to 1, yours sum to {total:.4f} on average: "
                         f"renormalise over the k kept entries (softmax of the k logits), not over all V")
-            return f"the probabilities differ: expected {want_p[0].tolist()[:4]}…, got {p[0].tolist()[:4]}…"
+            return (f"the probabilities differ: expected {want_p.reshape(-1, k)[0].tolist()[:4]}…, "
+                    f"got {p.reshape(-1, k)[0].tolist()[:4]}…")
         return None
 
-    def ref(k):
-        v, i = t.double().sort(-1, descending=True)
-        return i[:, :k], torch.softmax(v[:, :k], -1)
+    def ref(x, k):
+        v, i = x.double().sort(-1, descending=True)
+        return i[..., :k], torch.softmax(v[..., :k], -1)
 
-    cases = [Case(f"k = {k}, float32, shape {tuple(t.shape)}", (t, k), ref(k)) for k in (1, 4, 16, 64)]
+    cases = [Case(f"k = {k}, float32, shape {tuple(x.shape)}", (x, k), ref(x, k),
+                  hint="work along the last dimension (dim=-1), whatever the leading shape" if x.ndim == 3 else "")
+             for x, k in [(t, 1), (t, 4), (t, 16), (t, 64), (t3, 4)]]
     run_cases(EX_TOPK, fn, cases, check=check,
               hint="keep the k largest logits, then softmax over just those k (the probabilities must sum to 1)",
               cost=lambda: f"with k = 16 a token costs {sparse_bytes_per_token(16)} B (int32 index + bf16 value) "
@@ -263,6 +279,8 @@ def check_onpolicy_loss(fn) -> None:
     g = torch.Generator().manual_seed(4)
     x = lang.sample(3, 7, seed=9)  # (3, 7)
     s = torch.randn(3, 7, 10, generator=g) * 2  # (3, 7, V)
+    huge = s.clone()
+    huge[..., 0], huge[..., 1] = 1e4, -1e4  # softmax underflows to exactly 0 on token 1: log(softmax) gives −inf
 
     def ref(logits, tokens):  # plain float64 loop over the definition
         p = lang.next_token_probs(tokens)
@@ -292,6 +310,7 @@ def check_onpolicy_loss(fn) -> None:
              case("student = oracle", lang.next_token_probs(x).roll(-1, 1).log().float(), x, atol=1e-5,
                   hint="logits at position t predict token t+1: compare them with probs[:, t + 1]"),
              case("one sequence", s[:1], x[:1]),
+             case("logits of ±1e4", huge, x, hint="use log_softmax (it subtracts the max), never log(softmax(x))"),
              case("bf16 student logits", s.bfloat16(), x, hint="upcast to float32 before the softmax")]
     run_cases(EX_ONPOLICY, fn, cases, check=_loss_check(grad_of), diagnose=_diagnose_onpolicy(lang),
               hint="probs = language.next_token_probs(samples); compare logits[:, :-1] with probs[:, 1:] "
@@ -303,6 +322,8 @@ def _diagnose_onpolicy(lang):
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             return None
         logits, x = case.args[0].detach().double(), case.args[1]
+        if expected and math.isclose(float(got.detach()) / expected, x.shape[1] - 1, rel_tol=1e-3):
+            return f"a ratio of exactly T − 1 = {x.shape[1] - 1}: summed over positions instead of averaged"
         log_p = lang.next_token_probs(x).log()
         log_q = torch.log_softmax(logits, -1)
         kl = lambda a, b: float((a.exp() * (a - b)).sum(-1).mean())

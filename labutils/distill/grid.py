@@ -11,13 +11,15 @@ The experiments, in the order they run:
 * ``grid`` — students × teachers (three trained sizes and the oracle), plus hard labels at 1, 2 and 4×;
 * ``onpolicy`` — warm start by off-policy KD, then λ ∈ {0, 0.5, 1} of GKD with the reverse KL, scored by
   the exact sequence reverse KL and the exposure-bias gap;
-* ``seqkd`` — sequence-level KD (cross-entropy on the teacher's sampled text) vs token-level KD.
+* ``seqkd`` — sequence-level KD (cross-entropy on the teacher's sampled text) vs token-level KD;
+* ``horizon`` — KD from the shipped teacher and from the oracle at 2 and 4× the KD budget (1× is in
+  ``efficiency``): does the trained teacher's lead over the oracle shrink with training?
 
 Each finished run is written at once (atomically), so an interrupted command resumes. The stored file
 (``labutils/data/distill_grid.json``) records the command, versions and date.
 
     >>> sorted({s["exp"] for s in specs(1)})
-    ['efficiency', 'grid', 'onpolicy', 'seqkd', 'sparse', 'temperature']
+    ['efficiency', 'grid', 'horizon', 'onpolicy', 'seqkd', 'sparse', 'temperature']
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from labutils.train import eval_set, evaluate, fingerprint, train_lm
 
 DATA_PATH = Path(__file__).resolve().parent.parent / "data" / "distill_grid.json"
 HARD_FACTORS = (1, 2, 4)
+HORIZON_FACTORS = (2, 4)  # KD budgets beyond §2's, for the teacher-vs-oracle gap
 TAUS = (0.5, 1.0, 2.0, 4.0)
 ALPHAS = (0.25, 0.5)  # α = 1 is the τ = 1 run of the sweep, α = 0 the 1× hard-label run
 STUDENTS = ((16, 1, 2), (32, 1, 2), (48, 1, 2))
@@ -80,6 +83,10 @@ def specs(seeds: int) -> list[dict]:
     for s in range(seeds):
         for m in ("seqkd", "kd"):
             add("seqkd", s, method=m, teacher="d48 L2", student=R.STUDENT, tokens=R.TOKENS)
+    for s in range(seeds):
+        for f in HORIZON_FACTORS:
+            for t in ("d48 L2", "oracle"):
+                add("horizon", s, method="kd", teacher=t, student=R.STUDENT, tokens=f * R.TOKENS)
     return out
 
 

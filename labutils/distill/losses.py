@@ -122,7 +122,9 @@ def topk_targets(teacher_logits, k):
     """The k most likely tokens and their probabilities renormalised over those k.
 
     Returns (indices (..., k) int64, probs (..., k) float32). Biased: the dropped tail's mass
-    moves onto the head, so KL(target ‖ teacher) = −log(mass kept) > 0 for k < V.
+    moves onto the head, so KL(target ‖ teacher) = −log(mass kept) > 0 for k < V, while
+    KL(teacher ‖ target) — what held-out cross-entropy charges — is infinite (the target rules out
+    tokens the teacher can produce).
     """
     t = _logits("teacher_logits", teacher_logits).detach().float()
     _check_k("k", k, t.shape[-1])

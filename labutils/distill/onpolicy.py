@@ -82,7 +82,9 @@ def exposure_bias(model, language, n: int, *, seed: int) -> dict:
     Both directions are exact at every position: KL(p_true ‖ p_student) (what training on real text
     lowers) and KL(p_student ‖ p_true). ``gap_*`` = own − real, with its standard error over the n
     sequences of each kind (the two sets are independent). A positive gap is exposure bias: the student
-    is worse where its own samples lead it than where real text does.
+    is worse where its own samples lead it than where real text does. The gap also moves with how sure the
+    truth itself is on each kind of prefix (a KL to a broad truth is small), so read it beside the truth's
+    entropy on both.
 
         >>> from labutils.data import HMMLanguage
         >>> from labutils.model import GPTConfig, TinyGPT
@@ -121,7 +123,9 @@ def onpolicy_loss(student_logits, samples, language, *, divergence: str = "rever
 
 def gkd_hook(language, lam: float, *, divergence: str = "reverse_kl", seed: int = 0):
     """A train_lm loss_hook: a fraction λ of each batch is replaced by student samples (no gradient
-    through sampling); every sequence is scored by the oracle with ``divergence``."""
+    through sampling); every sequence is scored by the oracle with ``divergence``. (GKD's Algorithm 1
+    draws, at each step, whether the whole batch is the student's, with probability λ; a fixed fraction
+    of every batch has the same expectation and less variance.)"""
     if not (isinstance(lam, (int, float)) and 0 <= lam <= 1):
         raise ValueError(f"lam (the on-policy fraction) must lie in [0, 1], got {lam!r}")
     step = [0]

@@ -6,8 +6,9 @@ a test re-trains it and compares. It is deliberately small (d_model 48, 2 layers
 ~0.6M tokens) so that re-training fits a test budget, and deliberately better than the lab's
 students (d_model 32, 1 layer, fewer tokens), so distilling from it has something to teach: on the
 default language it ends ≈ 0.37 nats above the floor, where the lab's hard-label student at 4× its
-usual tokens is still ≈ 0.39 above it and its distilled students ≈ 0.44–0.47. (800k tokens at lr 5e-3
-reached 0.35 but made the re-train test slower than its budget.)
+usual tokens is still ≈ 0.43 above it and its distilled students at the usual tokens ≈ 0.50 (the stored
+runs of ``python -m labutils.distill.grid``). (800k tokens at lr 5e-3 reached 0.35 but made the re-train
+test slower than its budget.)
 
 The student × teacher grid (teachers of three sizes, trained the same way) is
 ``python -m labutils.distill.grid --only grid``; this module ships only the middle one.
