@@ -48,6 +48,36 @@ def never_drops(idx, E, cap):  # forgets capacity altogether
     return torch.zeros_like(idx, dtype=torch.bool)
 
 
+def per_choice_counters(idx, E, cap):  # a fresh count per choice rank: second choices never queue behind first ones
+    T, k = idx.shape
+    dropped = torch.zeros(T, k, dtype=torch.bool)
+    for j in range(k):
+        taken = [0] * E
+        for t in range(T):
+            e = int(idx[t, j])
+            dropped[t, j] = taken[e] >= cap
+            taken[e] += 1
+    return dropped
+
+
+def drops_whole_expert(idx, E, cap):  # an overloaded expert drops all its assignments, not just the overflow
+    return torch.bincount(idx.flatten(), minlength=E)[idx] > cap
+
+
+def second_choices_first(idx, E, cap):  # visits the choice ranks in reverse: second choices take the slots first
+    return drop_over_capacity(idx.flip(1), E, cap).flip(1)
+
+
+@pytest.mark.parametrize("wrong, case, says", [
+    (per_choice_counters, "first choices beat second choices", "its own count"),
+    (drops_whole_expert, "2 tokens want expert 0", None),
+    (second_choices_first, "first choices beat second choices", None),
+    (token_order_first, "first choices beat second choices", "token by token")])
+def test_drop_over_capacity_rejects_queue_mistakes(wrong, case, says, capsys):
+    out = rejects(check_drop_over_capacity, wrong, capsys)
+    assert f"({case}" in out and (says is None or says in out)
+
+
 @pytest.mark.parametrize("wrong, case", [(as_int_mask, "2 tokens want expert 0"), (token_order_first, "first choices"),
                                          (keeps_one_too_many, "capacity 2"), (never_drops, "2 tokens want expert 0")])
 def test_drop_over_capacity_rejects(wrong, case, capsys):
@@ -101,10 +131,44 @@ def in_place_shift(lg, idx):  # subtracts the max in place for "stability": modi
     return load_balancing_loss(lg, idx)
 
 
+def mean_over_experts(lg, idx):  # E · mean_i(f_i·P_i) instead of E · Σ_i: 1/E of the loss
+    E = lg.shape[1]
+    f = torch.bincount(idx.reshape(-1), minlength=E).float() / idx.numel()
+    return E * (f * lg.float().softmax(-1).mean(0)).mean()
+
+
+def f_first_choice_only(lg, idx):  # counts only each token's first choice (right for k = 1, wrong for k > 1)
+    E = lg.shape[1]
+    f = torch.bincount(idx[:, 0], minlength=E).float() / idx.shape[0]
+    return E * (f * lg.float().softmax(-1).mean(0)).sum()
+
+
+def p_over_chosen_only(lg, idx):  # P_i averages the probability only where expert i was chosen, zero elsewhere
+    E = lg.shape[1]
+    f = torch.bincount(idx.reshape(-1), minlength=E).float() / idx.numel()
+    p = lg.float().softmax(-1)
+    return E * (f * (p * torch.zeros_like(p).scatter(1, idx, 1.0)).mean(0)).sum()
+
+
+def float64_result(lg, idx):  # computes and returns float64 where the spec asks for a float32 scalar
+    E = lg.shape[1]
+    f = torch.bincount(idx.reshape(-1), minlength=E).double() / idx.numel()
+    return E * (f * lg.double().softmax(-1).mean(0)).sum()
+
+
+@pytest.mark.parametrize("wrong, says", [
+    (mean_over_experts, "a mean over the E experts"), (f_first_choice_only, "T=64, E=8, k=2"),
+    (p_over_chosen_only, "T=32, E=4, k=1"), (float64_result, "torch.float64 scalar for torch.float32 logits")])
+def test_load_balancing_loss_rejects_more(wrong, says, capsys):
+    out = rejects(check_load_balancing_loss, wrong, capsys)
+    assert says in out and "✗ case" in out
+    assert "upcast to float32 before the softmax (logits.float())" not in out  # that diagnosis only when it is the cause
+
+
 @pytest.mark.parametrize("wrong, says", [
     (no_factor_e, "multiply Σ f_i·P_i by E"), (f_over_tokens, "not by T"), (returns_float, "not a one-element tensor"),
     (detached_p, "carries no gradient"), (soft_f, "T=32, E=4, k=1"), (grad_through_f, "its gradient is not"),
-    (bf16_softmax, "upcast to float32"), (in_place_shift, "in place")])
+    (bf16_softmax, "upcast the logits before the softmax"), (in_place_shift, "in place")])
 def test_load_balancing_loss_rejects(wrong, says, capsys):
     out = rejects(check_load_balancing_loss, wrong, capsys)
     assert says in out and "✗ case" in out
@@ -132,6 +196,29 @@ def round_robin(idx, drop, E, P):  # places expert e on rank e % P instead of co
 
 def float_counts(idx, drop, E, P):  # counts via one_hot sums in float: split sizes must be int64
     return F.one_hot(idx[~drop] // (E // P), P).float().sum(0)
+
+
+def rank_is_e_div_p(idx, drop, E, P):  # divides the expert id by the number of ranks, not by experts per rank
+    return torch.bincount(idx[~drop] // P, minlength=P)
+
+
+def counts_tokens_not_rows(idx, drop, E, P):  # a token whose two experts share a rank is counted once
+    out = torch.zeros(P, dtype=torch.long)
+    for t in range(idx.shape[0]):
+        for r in {int(e) // (E // P) for e, d in zip(idx[t], drop[t]) if not d}:
+            out[r] += 1
+    return out
+
+
+def first_choice_rows_only(idx, drop, E, P):  # sends only each token's first choice
+    return torch.bincount(idx[:, 0][~drop[:, 0]] // (E // P), minlength=P)
+
+
+@pytest.mark.parametrize("wrong, case", [(rank_is_e_div_p, "the last rank receives nothing, E=8, P=4"),
+                                         (counts_tokens_not_rows, "4 experts on 2 ranks"),
+                                         (first_choice_rows_only, "4 experts on 2 ranks")])
+def test_dispatch_splits_rejects_more(wrong, case, capsys):
+    assert f"({case}" in rejects(check_dispatch_splits, wrong, capsys)
 
 
 @pytest.mark.parametrize("wrong, case", [(bincount_no_minlength, "the last rank receives nothing"),
@@ -183,6 +270,57 @@ def no_count_bytes(lay, **kw):  # ep forgets the int64 send counts exchanged bef
 def test_comm_per_step_rejects(wrong, case, capsys):
     out = rejects(check_comm_per_step, wrong, capsys)
     assert f"({case}" in out
+
+
+def _ep_bytes(kw, values_per_row):
+    P, L = kw["world_size"], kw["n_layers"]
+    off = kw.get("off_rank")
+    rows = sum(off) if off is not None else L * kw["batch"] * kw.get("k", 2) * (P - 1) / P
+    return L * P * (P - 1) * 8 + rows * values_per_row * 4
+
+
+def dispatch_only(lay, **kw):  # ep forgets the return trip: rows go out, expert outputs never come back
+    return (_ep_bytes(kw, kw["d_model"] + 1), comm_per_step(lay, **kw)[1]) if lay == "ep" else comm_per_step(lay, **kw)
+
+
+def local_copies_as_messages(lay, **kw):  # ep counts every assignment, the rank's own too, and P messages per rank
+    if lay != "ep":
+        return comm_per_step(lay, **kw)
+    P, L = kw["world_size"], kw["n_layers"]
+    rows = L * kw["batch"] * kw.get("k", 2) if kw.get("off_rank") is None else sum(kw["off_rank"]) * P / (P - 1)
+    return L * P * (P - 1) * 8 + rows * (2 * kw["d_model"] + 1) * 4, 3 * L * P * P
+
+
+def two_all_to_alls(lay, **kw):  # ep counts two all-to-alls per layer, as real stacks run, not this code's three
+    nbytes, msgs = comm_per_step(lay, **kw)
+    return (nbytes, msgs * 2 // 3) if lay == "ep" else (nbytes, msgs)
+
+
+def rows_without_expert_id(lay, **kw):  # ep sends d_model values out, forgetting the expert-id column
+    return (_ep_bytes(kw, 2 * kw["d_model"]), comm_per_step(lay, **kw)[1]) if lay == "ep" else comm_per_step(lay, **kw)
+
+
+def one_boundary(lay, **kw):  # pp charges the activations once, not at each of the P − 1 stage boundaries
+    if lay != "pp":
+        return comm_per_step(lay, **kw)
+    B = kw["batch"]
+    return B * kw["d_model"] * 4 + B * 8, (kw["world_size"] - 1) * kw.get("n_micro", 1) + 1
+
+
+@pytest.mark.parametrize("wrong, case, says", [
+    (dispatch_only, "ep, B=1", "comes back from the expert"),
+    (local_copies_as_messages, "ep, B=1", "own share never leaves"),
+    (two_all_to_alls, "ep, B=1", "three all-to-alls"), (rows_without_expert_id, "ep, B=1", "expert id"),
+    (one_boundary, "pp, B=64, d_model=256, L=8, P=4", "P − 1 = 3 stage boundaries")])
+def test_comm_per_step_rejects_more(wrong, case, says, capsys):
+    out = rejects(check_comm_per_step, wrong, capsys)
+    assert f"({case}" in out and says in out
+
+
+def test_comm_per_step_off_rank_hint_only_when_off_rank_is_ignored(capsys):
+    # the off_rank advice names the cause only for the answer that ignores it
+    assert "off_rank was ignored" in rejects(check_comm_per_step, ignores_off_rank, capsys)
+    assert "off_rank was ignored" not in rejects(check_comm_per_step, dispatch_only, capsys)
 
 
 def test_comm_per_step_takes_ep_off_rank_list():

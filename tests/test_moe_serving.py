@@ -83,6 +83,16 @@ def test_bytes_counted_at_the_calls_equal_the_cost_model(two, four, P):
     assert pps.messages == [4] * P and len(pps.step_s) == 1
 
 
+def test_one_group_in_steady_state_is_one_step_at_a_time(two):
+    # the steady loop adds no serialisation or traffic of its own: with one group it is the isolated step, repeated
+    x = _x(8)
+    one = two.run("pp", CFG, x, n_micro=1, steps=2, warmup=0)
+    st = two.run("pps", CFG, x, n_micro=1, steps=2, warmup=0, rounds=3)
+    torch.testing.assert_close(st.output, one.output, rtol=0, atol=1e-6)
+    assert (st.total_bytes, st.total_messages) == (one.total_bytes, one.total_messages)
+    assert len(st.cpu_s) == 2 and all(c > 0 for c in st.cpu_s + one.cpu_s)  # CPU seconds per rank per round
+
+
 def test_a_failing_rank_in_the_steady_pipeline_fails_fast():
     with Cluster(2) as c:
         t0 = time.monotonic()

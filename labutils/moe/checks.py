@@ -61,6 +61,30 @@ def _routing_cases():
     return cases
 
 
+def _slots(order: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """0-based place in its expert's queue of each assignment, visited in ``order`` (1-D expert ids)."""
+    onehot = torch.nn.functional.one_hot(order, n_experts)
+    return (onehot.cumsum(0) * onehot).sum(-1) - 1
+
+
+def _capacity_diagnose(got, expected, case):
+    idx, E, cap = case.args
+    if not torch.is_tensor(got) or got.shape != expected.shape or got.dtype != torch.bool:
+        return None
+    T, k = idx.shape
+    token_order = _slots(idx.reshape(-1), E).view(T, k) >= cap
+    per_rank = torch.stack([_slots(idx[:, j], E) >= cap for j in range(k)], 1)
+    if k > 1 and torch.equal(got, token_order):
+        return ("slots were filled token by token (both choices of token 0, then token 1…): fill choice rank 0 "
+                "for all tokens first")
+    if k > 1 and torch.equal(got, per_rank):
+        return "each choice rank got its own count: second choices must queue behind every first choice of that expert"
+    if torch.equal(got, (_slots(idx.t().reshape(-1), E) > cap).view(k, T).t()):
+        return (f"one assignment too many kept: with capacity {cap} the assignment at place {cap} (0-based) "
+                "is the first dropped")
+    return None
+
+
 def check_drop_over_capacity(fn) -> None:
     cases = _routing_cases()
     big = cases[-2].args
@@ -71,6 +95,7 @@ def check_drop_over_capacity(fn) -> None:
                 "— those tokens ride the residual past that expert")
 
     run_cases(EX_CAPACITY, fn, cases, check=_exact_tensor(torch.bool, "return a bool mask, e.g. `taken >= capacity`"),
+              diagnose=_capacity_diagnose,
               hint="count, expert by expert, how many slots are taken before each assignment, visiting "
                    "choice rank 0 for all tokens, then choice rank 1, …; drop when the count reaches capacity",
               cost=cost)
@@ -94,6 +119,10 @@ def _balance_verdict(pristine):
         if not torch.is_tensor(got) or got.numel() != 1:
             return (f"got a {type(got).__name__}, not a one-element tensor: return a scalar torch tensor that keeps "
                     "its graph (no .item(), no float())")
+        want_dtype = torch.promote_types(x.dtype, torch.float32)
+        if got.dtype != want_dtype:
+            return (f"got a {got.dtype} scalar for {x.dtype} logits: compute the loss in {want_dtype} (upcast the logits "
+                    f"before the softmax) and return it in {want_dtype}")
         val = float(got.detach().float())
         if abs(val - want) > 1e-6 + 1e-5 * abs(want):
             return compare(val, want, rtol=1e-5, atol=1e-6)
@@ -112,19 +141,30 @@ def _balance_verdict(pristine):
     return verdict
 
 
-def _balance_diagnose(got, expected, case):
-    x, idx = case.args
-    E, k, want = x.shape[1], idx.shape[1], expected[0]
-    if not torch.is_tensor(got) or got.numel() != 1 or not want:
+def _balance_diagnose(fn):
+    def diagnose(got, expected, case):
+        x, idx = case.args
+        E, k, want = x.shape[1], idx.shape[1], expected[0]
+        if not torch.is_tensor(got) or got.numel() != 1 or not want:
+            return None
+        if got.dtype != torch.promote_types(x.dtype, torch.float32):  # the verdict already named the dtype
+            return None
+        ratio = float(got.detach().float()) / want
+        if abs(ratio * E - 1) < 1e-4:
+            return (f"the value is exactly 1/E = 1/{E} of the expected: multiply Σ f_i·P_i by E "
+                    "(a mean over the E experts instead of a sum does the same)")
+        if k > 1 and abs(ratio - k) < 1e-4:
+            return f"the value is exactly k = {k} times the expected: f_i divides by all T·k assignments, not by T"
+        if x.dtype == torch.bfloat16:  # right on the same logits in float32? then only the upcast is missing
+            try:
+                up = fn(x.detach().float(), idx.clone())
+                if torch.is_tensor(up) and abs(float(up.detach()) - want) <= 1e-6 + 1e-5 * abs(want):
+                    return ("right on float32 logits, wrong on bf16 ones: upcast to float32 before the softmax "
+                            "(logits.float())")
+            except Exception:
+                return None
         return None
-    ratio = float(got.detach().float()) / want
-    if abs(ratio * E - 1) < 1e-4:
-        return f"the value is exactly 1/E = 1/{E} of the expected: multiply Σ f_i·P_i by E"
-    if k > 1 and abs(ratio - k) < 1e-4:
-        return f"the value is exactly k = {k} times the expected: f_i divides by all T·k assignments, not by T"
-    if x.dtype == torch.bfloat16 and 1e-5 < abs(ratio - 1) < 2e-2:
-        return "close but not equal on bf16 logits: upcast to float32 before the softmax (logits.float())"
-    return None
+    return diagnose
 
 
 def check_load_balancing_loss(fn) -> None:
@@ -142,7 +182,7 @@ def check_load_balancing_loss(fn) -> None:
     cases = [Case(name, (x.clone().requires_grad_(True), idx.clone()), _value_and_grad(load_balancing_loss, x, idx),
                   hint="uniform f and P give E · E · (1/E)² = 1" if name.startswith("uniform") else None)
              for name, x, idx in specs]
-    run_cases(EX_BALANCE, fn, cases, check=_balance_verdict(pristine), diagnose=_balance_diagnose,
+    run_cases(EX_BALANCE, fn, cases, check=_balance_verdict(pristine), diagnose=_balance_diagnose(fn),
               hint="f_i counts assignments (all T·k of them, before dropping); P_i averages softmax probabilities "
                    "(in float32); multiply Σ f_i·P_i by E")
 
@@ -190,6 +230,44 @@ def _off_rank_patterns():
     return out
 
 
+def _comm_diagnose(got, expected, case):
+    """Name the usual slips in 4.4 from the numbers they give."""
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return None
+    lay, kw = case.args[0], case.kwargs
+    P, L, B, d, k = kw["world_size"], kw["n_layers"], kw["batch"], kw["d_model"], kw.get("k", 2)
+    try:
+        nbytes, msgs = float(got[0]), float(got[1])
+    except (TypeError, ValueError):
+        return None
+    close = lambda a, b: abs(a - b) <= 1e-6 * max(1.0, abs(b))  # noqa: E731
+    if lay == "pp":
+        if P > 2 and close(nbytes, B * d * 4 + B * 8):
+            return f"the activations cross each of the P − 1 = {P - 1} stage boundaries, not one"
+        if close(nbytes, expected[0] - B * 8):
+            return "the last stage also sends the next token ids (batch int64) back to stage 0"
+        return None
+    off = kw.get("off_rank")
+    rows = sum(off) if off is not None else L * B * k * (P - 1) / P
+    counts = L * P * (P - 1) * 8
+    if off is not None and close(nbytes, comm_per_step("ep", **{**kw, "off_rank": None})[0]):
+        return ("off_rank was ignored: it lists, layer by layer, the assignments that really left their rank — "
+                "use them")
+    if close(nbytes, counts + rows * (d + 1) * 4):
+        return "only the dispatch was counted: every row also comes back from the expert (combine), d_model values"
+    if close(nbytes, counts + rows * 2 * d * 4):
+        return "each dispatched row carries its expert id too: d_model + 1 values out, d_model back"
+    if close(nbytes, rows * (2 * d + 1) * 4):
+        return "the send counts travel too: one int64 from every rank to each of its P − 1 peers, every layer"
+    if close(msgs, 2 * L * P * (P - 1)):
+        return "this lab's code runs three all-to-alls per MoE layer: counts, rows, outputs"
+    if close(msgs, 3 * L * P * P):
+        return "a rank's own share never leaves it: P − 1 messages per rank per all-to-all"
+    if close(msgs, 3 * L * (P - 1)):
+        return "that is one rank's messages: sum over all P ranks"
+    return None
+
+
 def check_comm_per_step(fn) -> None:
     specs = [("pp", 1, 256, 4, 2, 1), ("pp", 64, 256, 4, 2, 2), ("pp", 64, 256, 8, 4, 8),
              ("ep", 1, 256, 4, 2, 1), ("ep", 64, 256, 4, 2, 1), ("ep", 64, 1024, 8, 4, 1)]
@@ -201,15 +279,13 @@ def check_comm_per_step(fn) -> None:
     for P, B, L, off in _off_rank_patterns():
         kw = dict(batch=B, d_model=32, n_layers=L, world_size=P, k=2, off_rank=off)
         cases.append(Case(f"ep, B={B}, d_model=32, L={L}, P={P}, off_rank={off} (measured routing)", ("ep",),
-                          comm_per_step("ep", **kw), kwargs=kw, rtol=1e-9, atol=1e-6,
-                          hint="off_rank lists, layer by layer, the assignments that leave their rank: "
-                               "use each layer's own count instead of the uniform expectation"))
+                          comm_per_step("ep", **kw), kwargs=kw, rtol=1e-9, atol=1e-6))
 
     def cost():
         ep, pp = (fn(lay, batch=64, d_model=256, n_layers=4, world_size=2, k=2, n_micro=2) for lay in ("ep", "pp"))
         return (f"B=64, d_model 256, 4 layers, P=2, by your function: ep {ep[0] / 64:,.0f} bytes and "
                 f"{ep[1] / 64:.2f} messages per token; pp {pp[0] / 64:,.0f} bytes and {pp[1] / 64:.2f} messages per token")
 
-    run_cases(EX_COMM, fn, cases, cost=cost,
+    run_cases(EX_COMM, fn, cases, cost=cost, diagnose=_comm_diagnose,
               hint="return (bytes, messages) summed over all ranks; ep: three all-to-alls per layer, "
                    "each with P·(P−1) messages; pp: n_micro messages per stage boundary plus one for the tokens")

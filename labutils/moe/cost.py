@@ -5,7 +5,7 @@ Communication: every rank sends its messages one after another, so an all-to-all
 (P − 1)·α + bytes ÷ β on each rank (α per peer message, β one way per chip). Compute per layer on one rank: the roofline
 max(FLOPs ÷ peak, weight and KV bytes touched ÷ memory bandwidth) plus a fixed overhead (framework
 and kernel launches; 0 for the reference chips). At batch B only ≈ E·(1 − (1 − k/E)^B) of E
-experts are read ("How to Scale Your Model", Austin et al. 2025, inference chapter); under expert
+experts are read (the expected number of distinct experts B tokens hit, each choosing k uniformly); under expert
 parallelism the step waits for the rank that reads the most of them (``imbalance.busiest_experts``).
 ``decode_rate`` turns a step into per-token latency and throughput, including a pipeline in steady state.
 

@@ -26,7 +26,7 @@ import queue
 import socket
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -44,6 +44,7 @@ class LayoutResult:
     step_s: list  # latency of each timed step: the slowest rank's time, s
     bytes_sent: list  # per rank, per step
     messages: list  # per rank, per step
+    cpu_s: list = field(default_factory=list)  # per rank: CPU seconds per step (median), every thread of the process
 
     @property
     def latency_s(self) -> float:
@@ -76,6 +77,7 @@ def _shutdown(procs, cmd_qs):
             q.put(None)
         except Exception:
             pass
+    procs = [p for p in procs if p.pid is not None]  # a start-up that failed part-way started only some
     deadline = time.monotonic() + 3.0
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
@@ -189,8 +191,9 @@ class Cluster:
         else:
             out = got[P - 1]["output"]
         step_s = [max(got[r]["times"][i] for r in range(P)) for i in range(steps)]
+        cpu_s = [float(torch.tensor(got[r]["cpu"]).median()) for r in range(P)]
         return LayoutResult(layout, P, B, n_micro, out, step_s,
-                            [got[r]["bytes_sent"] for r in range(P)], [got[r]["messages"] for r in range(P)])
+                            [got[r]["bytes_sent"] for r in range(P)], [got[r]["messages"] for r in range(P)], cpu_s)
 
 
 def run_layout(layout: str, cfg: StackConfig, x: torch.Tensor, *, world_size: int, cluster: Cluster | None = None,

@@ -245,20 +245,21 @@ def _run(cmd, rank, P, models, device=torch.device("cpu")):
     else:
         step = lambda: pp_stream(model, x, comm, B, cmd["n_micro"], cmd["rounds"])  # noqa: E731
     per = cmd.get("rounds", 1) if layout == "pps" else 1  # pps: report per decode round (one token per request)
-    times, first = [], None
+    times, cpu, first = [], [], None
     with torch.inference_mode():
         for i in range(cmd["warmup"] + cmd["steps"]):
             dist.barrier()  # every step starts together (not counted: it is not part of the layout)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = step()
             sync()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0  # wall; CPU of every thread of this rank
             if i == 0:
                 first = (out, comm.bytes_sent // per, comm.messages // per)
             if i >= cmd["warmup"]:
                 times.append(dt / per)
+                cpu.append(dc / per)
     out = first[0].cpu() if first[0] is not None else None
-    return dict(output=out, bytes_sent=first[1], messages=first[2], times=times)
+    return dict(output=out, bytes_sent=first[1], messages=first[2], times=times, cpu=cpu)
 
 
 def worker(rank: int, world_size: int, port: int, cmd_q, res_q, timeout_s: float):
