@@ -86,7 +86,7 @@ def test_gkd_hook_returns_a_differentiable_loss(lang):
 
 def test_onpolicy_loss_matches_checker_and_checker_fails_misaligned(capsys):
     check_onpolicy_loss(onpolicy_loss)
-    assert "all 4 cases pass" in capsys.readouterr().out
+    assert "all 5 cases pass" in capsys.readouterr().out
     from labutils.distill import kd_loss
 
     def misaligned(logits, samples, language):  # logits at t compared with probs at t: the classic bug
