@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from labutils.factuality.world import DOC, MAX_SOURCES, World, check_positive_int, check_seed
+from labutils import positive_int
+from labutils.factuality.world import DOC, MAX_SOURCES, World, valid_seed
 
 
 @dataclass(eq=False)
@@ -79,8 +80,8 @@ class Corpus:
 
     def sample(self, n: int, length: int, *, seed) -> torch.LongTensor:
         """``n`` sequences of ``length`` tokens: documents drawn uniformly with replacement, packed."""
-        n, length = check_positive_int(n, "n"), check_positive_int(length, "length")
-        rng = np.random.default_rng(check_seed(seed))
+        n, length = positive_int("n", n), positive_int("length", length)
+        rng = np.random.default_rng(valid_seed(seed))
         tokens = self._token_array()
         per_row = -(-length // tokens.shape[1])  # documents needed to fill one row
         idx = rng.integers(0, tokens.shape[0], size=(n, per_row))
@@ -93,8 +94,8 @@ class Corpus:
 
     def draw_queries(self, n: int, *, seed) -> np.ndarray:
         """``n`` facts drawn the way the corpus draws its mentions: (entity, attribute), shape (n, 2)."""
-        n = check_positive_int(n, "n")
-        rng = np.random.default_rng(check_seed(seed))
+        n = positive_int("n", n)
+        rng = np.random.default_rng(valid_seed(seed))
         ent = rng.choice(self.world.n_entities, size=n, p=self.popularity)
         return np.stack([ent, rng.integers(0, self.world.n_attributes, size=n)], axis=1)
 
@@ -133,14 +134,14 @@ def _check_sources(sources, shares) -> tuple[list, np.ndarray, np.ndarray]:
 def make_corpus(world: World, n_documents: int, *, zipf: float, sources: dict, seed, shares: dict | None = None,
                 facts_per_document: int = 1) -> Corpus:
     """Draw the documents (see the module docstring). ``World.corpus`` calls this."""
-    n_documents = check_positive_int(n_documents, "n_documents")
+    n_documents = positive_int("n_documents", n_documents)
     if not isinstance(zipf, (int, float)) or isinstance(zipf, bool) or not (np.isfinite(zipf) and zipf >= 0):
         raise ValueError(f"zipf must be a number >= 0, got {zipf!r}")
-    m = check_positive_int(facts_per_document, "facts_per_document")
+    m = positive_int("facts_per_document", facts_per_document)
     if m > world.n_attributes:
         raise ValueError(f"facts_per_document ({m}) cannot exceed the number of attributes ({world.n_attributes})")
     names, reliability, share = _check_sources(sources, shares)
-    rng = np.random.default_rng(check_seed(seed))
+    rng = np.random.default_rng(valid_seed(seed))
     E, A = world.truth.shape
     rank = rng.permutation(E)  # entity e has popularity rank rank[e] (0 = most mentioned)
     popularity = (rank + 1.0) ** -float(zipf)

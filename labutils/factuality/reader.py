@@ -37,8 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from labutils import positive_int
 from labutils.factuality.retrieval import BM25Index
-from labutils.factuality.world import END, PAD, QUERY, World, check_positive_int, check_seed
+from labutils.factuality.world import END, PAD, QUERY, World, valid_seed
 
 K_DOCS = 4  # documents a reader sees
 ZIPF, SOURCES, FACTS_PER_DOCUMENT = 1.0, {"encyclopedia": 1.0, "newspaper": 1.0, "blog": 1.0}, 1
@@ -70,10 +71,10 @@ class ReaderTask:
 
     def __init__(self, world: World, *, n_worlds: int = 16, n_documents: int = 3000, k: int = K_DOCS,
                  n_questions: int = 4, shuffle: bool = False, seed: int = 0):
-        self.world, self.k, self.seed = world, check_positive_int(k, "k"), check_seed(seed)
-        self.n_questions, self.shuffle = check_positive_int(n_questions, "n_questions"), bool(shuffle)
-        self.n_worlds = check_positive_int(n_worlds, "n_worlds")
-        self.n_documents = check_positive_int(n_documents, "n_documents")
+        self.world, self.k, self.seed = world, positive_int("k", k), valid_seed(seed)
+        self.n_questions, self.shuffle = positive_int("n_questions", n_questions), bool(shuffle)
+        self.n_worlds = positive_int("n_worlds", n_worlds)
+        self.n_documents = positive_int("n_documents", n_documents)
         self._items = []  # (corpus, fact, retrieved ids, supporting ids)
         for i in range(self.n_worlds):
             w = World.generate(world.n_entities, world.attributes, seed=1000 * self.seed + i + 1)
@@ -95,10 +96,10 @@ class ReaderTask:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def sample(self, n: int, length: int, *, seed) -> torch.LongTensor:
-        n, length = check_positive_int(n, "n"), check_positive_int(length, "length")
+        n, length = positive_int("n", n), positive_int("length", length)
         if length < self.length:
             raise ValueError(f"length must be at least {self.length} (context, answers and citations), got {length}")
-        rng = np.random.default_rng(check_seed(seed))
+        rng = np.random.default_rng(valid_seed(seed))
         out = np.full((n, length), PAD, dtype=np.int64)
         for row, i in enumerate(rng.integers(0, len(self._items), size=n)):
             c, (e, a), ids, sup = self._items[i]

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labutils import positive_int
+
 SPECIALS = ("<pad>", "<doc>", "<q>", "<end>")
 PAD, DOC, QUERY, END = range(len(SPECIALS))
 MAX_CITES = 8  # cite markers [1] … [8]: a reader sees at most this many documents
@@ -33,18 +35,13 @@ _SOURCE0 = _CITE0 + MAX_CITES
 _ENTITY0 = _SOURCE0 + MAX_SOURCES
 
 
-def check_seed(seed, name: str = "seed"):
+def valid_seed(seed, name: str = "seed"):
     """A seed is a non-negative int or a non-empty list of them (numpy's default_rng takes both)."""
     items = seed if isinstance(seed, (list, tuple)) else [seed]
     if not items or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in items):
         raise ValueError(f"{name} must be a non-negative int or a list of them, got {seed!r}")
     return list(seed) if isinstance(seed, (list, tuple)) else int(seed)
 
-
-def check_positive_int(value, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +58,7 @@ class World:
 
         Example: ``World.generate(300, {"birth_year": 20, "city": 20}, seed=0)``.
         """
-        check_positive_int(n_entities, "n_entities")
+        positive_int("n_entities", n_entities)
         if not isinstance(attributes, dict) or not attributes:
             raise ValueError(f"attributes must be a non-empty dict from name to number of values, got {attributes!r}")
         for name, n in attributes.items():
@@ -69,7 +66,7 @@ class World:
                 raise ValueError(f"attributes: each name must be an identifier string, got {name!r}")
             if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
                 raise ValueError(f"attributes[{name!r}] must be an int >= 2 (number of values), got {n!r}")
-        seed = check_seed(seed)
+        seed = valid_seed(seed)
         rng = np.random.default_rng(seed)
         sizes = [int(n) for n in attributes.values()]
         truth = np.stack([rng.integers(0, n, size=n_entities) for n in sizes], axis=1)  # (n_entities, n_attributes)
