@@ -172,3 +172,20 @@ def flops_per_token(config: GPTConfig, *, context_length: int | None = None, emb
     if embeddings:
         n += config.d_model * config.vocab_size  # the head is a matmul; embedding tables are lookups
     return 6.0 * n + 6.0 * config.n_layers * T * config.d_model
+
+
+def honest_train_flops(config: GPTConfig, n_tokens) -> float:
+    """Training FLOPs of ``n_tokens`` tokens counted from the model's matmuls: 6·(N_blocks + head)·D plus attention.
+
+    Unlike ``train_flops(N_all, D)`` = 6·N_all·D, it charges nothing for the token and position
+    embedding lookups (a table read, no multiply) and adds the attention scores and weighted sum
+    (6·n_layers·T·d_model per token, full T×T as in Kaplan et al. 2020, Table 1). For the tiny 1-layer
+    shapes of lab 01, 6·N_all·D overstates it; for deep, wide models the two agree to a few percent.
+
+        >>> cfg = GPTConfig(vocab_size=64, context_length=64, d_model=12, n_layers=1, n_heads=2)
+        >>> round(honest_train_flops(cfg, 1000) / train_flops(count_params(cfg, embeddings=True), 1000), 3)
+        0.818
+    """
+    if not (isinstance(n_tokens, (int, float)) and math.isfinite(n_tokens) and n_tokens >= 0):
+        raise ValueError(f"n_tokens must be a non-negative number, got {n_tokens!r}")
+    return flops_per_token(config, embeddings=True) * float(n_tokens)
