@@ -357,17 +357,23 @@ def check_online_softmax(fn) -> None:
                             f"softmax"))
 
 
+def _run_blocked(fn, arrays: dict, block_size: int, causal: bool) -> dict:
+    """Call the learner's attention function on read-only, block-counting views of ``arrays``
+    ({name: (array, blocked axis)}), torch conversions refused; measure peak memory on long inputs."""
+    readers = {name: BlockReader(_read_only(t), axis, log=[]) for name, (t, axis) in arrays.items()}
+    call = lambda: _caught(fn, *readers.values(), block_size=block_size, causal=causal)  # noqa: E731
+    with no_torch():
+        if arrays["q"][0].shape[-2] < 1000:
+            return dict(out=call(), readers=readers)
+        out, peak = peak_extra_bytes(call)
+    return dict(out=out, readers=readers, peak=peak)
+
+
 def check_flash_attention(fn) -> None:
     seen = {}
 
     def run(q, k, v, block_size, causal):
-        readers = {name: BlockReader(_read_only(t), -2, log=[]) for name, t in zip("qkv", (q, k, v))}
-        call = lambda: _caught(fn, *readers.values(), block_size=block_size, causal=causal)  # noqa: E731
-        with no_torch():
-            if q.shape[-2] < 1000:
-                return dict(out=call(), readers=readers)
-            out, peak = peak_extra_bytes(call)
-        return dict(out=out, readers=readers, peak=peak)
+        return _run_blocked(fn, dict(q=(q, -2), k=(k, -2), v=(v, -2)), block_size, causal)
 
     def verdict(got, case):
         out, readers = got["out"], got["readers"]
@@ -420,14 +426,8 @@ def check_flash_attention_backward(fn) -> None:
     seen = {}
 
     def run(q, k, v, o, lse, do, block_size, causal):
-        readers = {name: BlockReader(_read_only(t), -1 if name == "lse" else -2, log=[])
-                   for name, t in zip(("q", "k", "v", "o", "lse", "do"), (q, k, v, o, lse, do))}
-        call = lambda: _caught(fn, *readers.values(), block_size=block_size, causal=causal)  # noqa: E731
-        with no_torch():
-            if q.shape[-2] < 1000:
-                return dict(out=call(), readers=readers)
-            out, peak = peak_extra_bytes(call)
-        return dict(out=out, readers=readers, peak=peak)
+        arrays = dict(q=(q, -2), k=(k, -2), v=(v, -2), o=(o, -2), lse=(lse, -1), do=(do, -2))
+        return _run_blocked(fn, arrays, block_size, causal)
 
     def verdict(got, case):
         out, readers = got["out"], got["readers"]
