@@ -101,7 +101,28 @@ def ece_bin_midpoints(confidence, correct, n_bins=10):  # compares accuracy with
     return float(sum((b == i).mean() * abs(k[b == i].mean() - (i + 0.5) / n_bins) for i in used))
 
 
+def ece_right_closed_bins(confidence, correct, n_bins=10):  # bins (b/n, (b+1)/n]: 0.5 falls one bin too low
+    c, k = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    b = np.clip(np.ceil(c * n_bins).astype(int) - 1, 0, n_bins - 1)
+    return float(sum((b == i).mean() * abs(k[b == i].mean() - c[b == i].mean()) for i in range(n_bins) if (b == i).any()))
+
+
+def ece_digitize_right(confidence, correct, n_bins=10):  # np.digitize(..., right=True): edges go to the lower bin
+    c, k = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    b = np.digitize(c, np.linspace(0, 1, n_bins + 1)[1:-1], right=True)
+    return float(sum((b == i).mean() * abs(k[b == i].mean() - c[b == i].mean()) for i in range(n_bins) if (b == i).any()))
+
+
+def ece_bins_over_data_range(confidence, correct, n_bins=10):  # np.histogram's bins span min..max, not [0, 1]
+    c, k = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    b = np.clip(np.searchsorted(np.histogram_bin_edges(c, bins=n_bins), c, side="right") - 1, 0, n_bins - 1)
+    return float(sum((b == i).mean() * abs(k[b == i].mean() - c[b == i].mean()) for i in range(n_bins) if (b == i).any()))
+
+
 @pytest.mark.parametrize("wrong, words", [
+    (ece_bins_over_data_range, ["min to max", "n_bins = 4"]),
+    (ece_right_closed_bins, ["bins closed on the right", "8 answers on the bin edges"]),
+    (ece_digitize_right, ["bins closed on the right", "8 answers on the bin edges"]),
     (ece_unweighted, ["without weighting"]),
     (ece_drops_one, ["1.0", "dropped"]),
     (ece_fixed_ten_bins, ["n_bins = 4", "10 bins"]),
@@ -213,7 +234,20 @@ def cite_all_must_support(cited, supporting):  # recall demands that every citat
     return (1.0, 1.0) if ok else (0.0, 0.0)
 
 
+def cite_repeats_count(cited, supporting):  # a document cited twice counts twice in |cited|
+    hit = sum(d in supporting for d in cited)
+    return (hit / len(cited), 1.0) if hit else (0.0, 0.0)
+
+
+def cite_first_only(cited, supporting):  # judges only the first citation
+    if not cited or cited[0] not in supporting:
+        return 0.0, 0.0
+    return len(set(cited) & supporting) / len(set(cited)), 1.0
+
+
 @pytest.mark.parametrize("wrong, words", [
+    (cite_repeats_count, ["cited twice", "cited=[3, 5, 5]"]),
+    (cite_first_only, ["only the first citation", "cited=[5, 3]"]),
     (cite_precision_without_recall_gate, ["unsupported (recall 0)", "cited=[5], supporting=[3]"]),
     (cite_precision_over_supporting, ["divided by the supporting"]),
     (cite_recall_as_share, ["share of supporting documents"]),
@@ -264,7 +298,40 @@ def vote_most_reliable(answers, reliabilities, n_values=None):  # trusts the sin
     return answers[int(np.argmax(reliabilities))]
 
 
+def _log_odds_totals(answers, reliabilities, V, clip=1e-6, floor=None):
+    totals = {}
+    for a, r in zip(answers, reliabilities):
+        r = min(r, 1 - clip)
+        w = math.log(r * (V - 1) / (1 - r))
+        totals[a] = totals.get(a, 0.0) + (w if floor is None else max(floor, w))
+    return totals
+
+
+def vote_ties_alphabetical_last(answers, reliabilities, n_values=None):  # ties go to the last answer in sorted order
+    t = _log_odds_totals(answers, reliabilities, n_values or max(2, len(set(answers))))
+    return max(sorted(t, reverse=True), key=t.get)
+
+
+def vote_floors_weights(answers, reliabilities, n_values=None):  # drops a below-chance source instead of counting it
+    t = _log_odds_totals(answers, reliabilities, n_values or max(2, len(set(answers))), floor=0.0)
+    return max(t, key=t.get)
+
+
+def vote_clips_too_far(answers, reliabilities, n_values=None):  # clips r to 0.999, not 1 − 1e-6
+    t = _log_odds_totals(answers, reliabilities, n_values or max(2, len(set(answers))), clip=1e-3)
+    return max(t, key=t.get)
+
+
+def vote_V_without_minimum(answers, reliabilities, n_values=None):  # V = distinct answers, even 1: ln(0) fails
+    t = _log_odds_totals(answers, reliabilities, n_values or len(set(answers)))
+    return max(t, key=t.get)
+
+
 @pytest.mark.parametrize("wrong, words", [
+    (vote_ties_alphabetical_last, ["answers=['a', 'b'], reliabilities=[0.8, 0.8]", "seen first"]),
+    (vote_floors_weights, ["answers=['x', 'y', 'y']", "below chance"]),
+    (vote_clips_too_far, ["reliabilities=[1.0, 0.999, 0.999]", "no further"]),
+    (vote_V_without_minimum, ["answers=['a', 'a']"]),
     (vote_raw_reliabilities, ["raw reliabilities"]),
     (vote_majority, ["majority vote"]),
     (vote_plain_log_odds, ["V − 1"]),
@@ -325,3 +392,12 @@ def test_stub_text_has_no_formula():
     assert len(markers) >= 5
     for m in markers:
         assert not any(s in m for s in ("ln(", "log(", "Σ", "/ (", "k1 + 1")), m
+
+
+def test_float32_answers_pass(capsys):
+    """A right answer computed in float32 (numpy or torch) is not rejected for its last digits."""
+    check_singleton_rate(lambda counts: np.float32(singleton_rate(counts)))
+    check_expected_calibration_error(lambda c, k, n_bins=10: np.float32(expected_calibration_error(c, k, n_bins=n_bins)))
+    check_citation_precision_recall(lambda c, s: tuple(np.float32(x) for x in citation_precision_recall(c, s)))
+    check_bm25_scores(lambda q, d, k1=1.2, b=0.75: bm25_scores(q, d, k1=k1, b=b).astype(np.float32))
+    assert capsys.readouterr().out.count("pass ✓") == 4

@@ -63,7 +63,7 @@ def check_singleton_rate(singleton_rate) -> None:
             "counted the mentions of facts seen at most once (zeros included)": (c <= 1).sum() / c.sum(),
         })
 
-    run_cases(EX_SINGLETON, singleton_rate, cases, rtol=1e-9, diagnose=diagnose,
+    run_cases(EX_SINGLETON, singleton_rate, cases, rtol=1e-6, diagnose=diagnose,
               hint="sr = (number of facts whose count is exactly 1) / (sum of all counts) — Kalai et al. 2025, "
                    "Definition 2: N is the number of training examples, so the denominator sums the counts")
 
@@ -92,7 +92,17 @@ def _ece_variants(conf, ok, n_bins) -> dict:
     gaps = {k: ok[b == k].mean() - conf[b == k].mean() for k in used}
     keep = (conf * n_bins).astype(int) < n_bins
     dropped = "dropped the confidences equal to 1.0 (they belong in the last bin)"
+    shut = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)  # bins (b/n, (b+1)/n]
+    right_closed = float(sum((shut == k).mean() * abs(ok[shut == k].mean() - conf[shut == k].mean())
+                             for k in range(n_bins) if (shut == k).any()))
+    span = np.clip(np.searchsorted(np.histogram_bin_edges(conf, bins=n_bins), conf, side="right") - 1, 0, n_bins - 1)
+    data_range = float(sum((span == k).mean() * abs(ok[span == k].mean() - conf[span == k].mean())
+                           for k in range(n_bins) if (span == k).any()))
     return {
+        "the bins span the confidences' min to max (np.histogram(conf, bins=n_bins) does that); they split [0, 1]":
+            data_range if not (span == b).all() else None,
+        "bins closed on the right: a confidence on an edge (0.5 with n_bins = 4) belongs to the bin it starts, "
+        "[b/n_bins, (b+1)/n_bins)": right_closed if not (shut == b).all() else None,
         "averaged the bins' gaps without weighting them by n_b / n": float(np.mean([abs(g) for g in gaps.values()])),
         dropped: _ece_loop(conf[keep], ok[keep], n_bins) if keep.any() and not keep.all() else None,
         dropped + " ": _ece_loop(conf[keep], ok[keep], n_bins) * keep.mean() if keep.any() and not keep.all() else None,
@@ -116,17 +126,20 @@ def check_expected_calibration_error(expected_calibration_error) -> None:
              ("30 answers at confidence exactly 1.0, 20 in (0.3, 0.7)", sure, sure_ok, 10),
              ("400 answers, accuracy 0.3 + 0.4·confidence", conf, ok, 10),
              ("the same 400 answers, n_bins = 4", conf, ok, 4),
-             ("the same 400 answers, n_bins = 15", conf, ok, 15)]
+             ("the same 400 answers, n_bins = 15", conf, ok, 15),
+             ("8 answers on the bin edges: confidence [0.5, 0.5, 0.5, 0.6, 0.25, 0.3, 0.75, 0.9], "
+              "correct [1, 1, 0, 0, 0, 1, 1, 1]", [0.5, 0.5, 0.5, 0.6, 0.25, 0.3, 0.75, 0.9],
+              [True, True, False, False, False, True, True, True], 4)]
     cases = [Case(f"{name}, n_bins={n}", (np.asarray(c), np.asarray(k)), _ece_loop(list(c), list(k), n),
                   kwargs=dict(n_bins=n)) for name, c, k, n in specs]
 
     def diagnose(got, expected, case):
         return _first_match(got, _ece_variants(case.args[0], case.args[1], case.kwargs["n_bins"]))
 
-    run_cases(EX_ECE, expected_calibration_error, cases, rtol=1e-9, diagnose=diagnose,
+    run_cases(EX_ECE, expected_calibration_error, cases, rtol=1e-6, diagnose=diagnose,
               hint="bin b holds confidences in [b/n_bins, (b+1)/n_bins), and 1.0 goes in the last bin "
                    "(np.minimum((conf * n_bins).astype(int), n_bins - 1)); ECE = Σ_b (n_b / n)·|accuracy_b − "
-                   "mean confidence_b| over non-empty bins")
+                   "mean confidence_b| over non-empty bins, n the number of all answers")
 
 
 # ----------------------------------------------------------------------------- 5.3 BM25
@@ -219,7 +232,7 @@ def _citation_loop(cited, supporting) -> tuple:
 
 def check_citation_precision_recall(citation_precision_recall) -> None:
     specs = [([3], {3, 7}), ([3, 5], {3}), ([5], {3}), ([], {3}), ([3, 7, 9], {3, 7}), ([5, 9], set()),
-             ([4, 8], {4, 8})]
+             ([4, 8], {4, 8}), ([5, 3], {3}), ([3, 5, 5], {3}), ([3, 3, 5], {3})]
     cases = [Case(f"cited={c}, supporting={sorted(s) if s else 'set()'}", (list(c), set(s)), _citation_loop(c, s))
              for c, s in specs]
 
@@ -228,6 +241,11 @@ def check_citation_precision_recall(citation_precision_recall) -> None:
         if not cited:
             return None
         hit = len(set(cited) & sup)
+        if len(set(cited)) < len(cited) and isinstance(got, (tuple, list)) and len(got) == 2 and _same(
+                got[0], sum(d in sup for d in cited) / len(cited)):
+            return "a document cited twice was counted twice; it is one citation (count distinct documents)"
+        if cited[0] not in sup and hit and isinstance(got, (tuple, list)) and len(got) == 2 and _same(got[1], 0.0):
+            return "only the first citation was checked; the citations support the answer together, in any order"
         return _first_match(got[0] if isinstance(got, (tuple, list)) and len(got) == 2 else None, {
             "precision credited citations although the answer is unsupported (recall 0): ALCE gives precision only "
             "when the citations support the answer": 1.0 if hit == 0 else None,
@@ -242,20 +260,21 @@ def check_citation_precision_recall(citation_precision_recall) -> None:
                 0.0 if 0 < hit < len(set(cited)) else None,
         })
 
-    run_cases(EX_CITATION, citation_precision_recall, cases, rtol=1e-9, diagnose=diagnose,
+    run_cases(EX_CITATION, citation_precision_recall, cases, rtol=1e-6, diagnose=diagnose,
               hint="recall = 1.0 if any cited document supports the answer, else 0.0; precision = |cited ∩ supporting| "
                    "/ |cited| when recall is 1.0, else 0.0; (0.0, 0.0) when nothing is cited")
 
 
 # ----------------------------------------------------------------------------- 5.5 weighted vote
 
-def _vote_loop(answers, reliabilities, n_values=None, *, weight="log_odds"):
+def _vote_loop(answers, reliabilities, n_values=None, *, weight="log_odds", clip=1e-6):
     V = n_values if n_values is not None else max(2, len(set(answers)))
     totals, order = {}, []
     for a, r in zip(answers, reliabilities):
-        r = min(r, 1 - 1e-6)
+        r = min(r, 1 - clip)
         w = {"log_odds": lambda: math.log(r * (V - 1) / (1 - r)), "raw": lambda: r, "one": lambda: 1.0,
-             "plain_log_odds": lambda: math.log(r / (1 - r))}[weight]()
+             "plain_log_odds": lambda: math.log(r / (1 - r)),
+             "floored": lambda: max(0.0, math.log(r * (V - 1) / (1 - r)))}[weight]()
         if a not in totals:
             totals[a], order = 0.0, order + [a]
         totals[a] += w
@@ -273,6 +292,10 @@ def _vote_cases() -> list:
              (["a", "b", "b"], [0.9, 0.7, 0.7], 10),
              (["a", "b", "b", "b"], [1.0, 0.99, 0.99, 0.99], 5),
              (["b", "a"], [0.8, 0.8], None),
+             (["a", "b"], [0.8, 0.8], None),
+             (["a", "a"], [0.7, 0.9], None),
+             (["x", "y", "y"], [0.6, 0.7, 0.2], 2),
+             (["a", "b", "b"], [1.0, 0.999, 0.999], 2),
              (["a", "b", "b"], [0.95, 0.3, 0.3], None),
              ([4, 7, 7, 2, 4, 7, 9], [0.95, 0.55, 0.5, 0.9, 0.6, 0.5, 0.4], 20)]
     return [Case(f"answers={a}, reliabilities={r}, n_values={v}", (a, r), _vote_loop(a, r, v), kwargs=dict(n_values=v))
@@ -291,7 +314,13 @@ def check_weighted_vote(weighted_vote) -> None:
         if got == a[int(np.argmax(r))] != expected:
             hits.append("took the most reliable source's answer; add up the weights of every source per answer")
         if got == _vote_loop(a[::-1], r[::-1], v) != expected:
-            hits.append("a tie went to the answer seen last; it goes to the first seen")
+            hits.append("a tie went to the answer seen last (or to the first in some other order, sorted or a "
+                        "set's); it goes to the answer seen first")
+        if got == _vote_loop(a, r, v, weight="floored") != expected:
+            hits.append("a source below chance (r < 1/V) has a negative weight and counts against its answer; "
+                        "do not drop or floor it at 0")
+        if 1.0 in r and got == _vote_loop(a, r, v, clip=1e-3) != expected:
+            hits.append("a perfect source is clipped to r = 1 − 1e-6, no further")
         return " — or — ".join(hits) or None
 
     run_cases(EX_VOTE, weighted_vote, _vote_cases(), diagnose=diagnose,
